@@ -1,0 +1,46 @@
+# Estuary — the two commands that matter: `make run` and `make test`.
+SHELL := /bin/bash
+SWIFT ?= swift
+CONFIG ?= debug
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+# Debian packages: build (libav*, hiredis, OpenSSL, pkg-config) and test peers (ffmpeg, redis).
+BUILD_PACKAGES := libavformat-dev libavcodec-dev libavutil-dev libswscale-dev libhiredis-dev libssl-dev pkg-config
+TEST_PACKAGES := ffmpeg redis-server
+
+.PHONY: run test build deps test-deps fixtures clean help
+
+help:
+	@echo "make run    install what is missing, build, start estuary serve (RTMP :1935, HTTP :8080)"
+	@echo "make test   install what is missing and run the whole test suite"
+
+deps:
+	@missing=$$(for p in $(BUILD_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing: $$missing"; \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
+	fi
+	@command -v $(SWIFT) >/dev/null || { echo "Swift 6.2+ toolchain not found: see https://swift.org/install"; exit 1; }
+
+test-deps: deps
+	@missing=$$(for p in $(TEST_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing: $$missing"; \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
+	fi
+
+build: deps
+	$(SWIFT) build -c $(CONFIG) --product estuary
+
+run: build
+	$(SWIFT) run -c $(CONFIG) --skip-build estuary serve $(ARGS)
+
+test: test-deps
+	$(SWIFT) build --build-tests
+	$(SWIFT) test --skip-build --no-parallel
+
+fixtures:
+	fixtures/make-fixtures.sh
+
+clean:
+	rm -rf .build

@@ -1,0 +1,99 @@
+public import Configuration
+import Foundation
+public import Logging
+import StreamHub
+
+/// Everything `estuary serve` can be told, resolved from flags, then `ESTUARY_*`
+/// environment variables, then defaults.
+public struct EstuaryConfiguration: Sendable {
+    public var bind = "0.0.0.0"
+    public var rtmpPort = 1935
+    public var httpPort = 8080
+    public var dataDirectory = "./estuary-data"
+    public var hlsSegmentDuration = 2.0
+    public var hlsWindow = 6
+    public var hlsPath: String?
+    /// Stream key → channel. Empty means open publishing (channel = stream name).
+    public var streamKeys: [String: String] = [:]
+    /// Seconds a channel's playlist stays open for the publisher to come back.
+    public var publishGrace = 10.0
+    public var handshakeTimeout = 10.0
+    public var idleTimeout = 30.0
+    public var logLevel = Logger.Level.info
+
+    public init() {}
+
+    public enum ConfigurationError: Error, CustomStringConvertible {
+        case invalid(String)
+
+        public var description: String {
+            switch self {
+            case .invalid(let why): why
+            }
+        }
+    }
+
+    /// Reads the `estuary.*` keys: `estuary.rtmpPort` is `ESTUARY_RTMP_PORT` in the environment.
+    public init(reader: ConfigReader) throws {
+        let config = reader.scoped(to: "estuary")
+        bind = config.string(forKey: "bind", default: bind)
+        rtmpPort = config.int(forKey: "rtmpPort", default: rtmpPort)
+        httpPort = config.int(forKey: "httpPort", default: httpPort)
+        dataDirectory = config.string(forKey: "dataDir", default: dataDirectory)
+        hlsSegmentDuration = config.double(forKey: "hlsSegmentDuration", default: hlsSegmentDuration)
+        hlsWindow = config.int(forKey: "hlsWindow", default: hlsWindow)
+        hlsPath = config.string(forKey: "hlsPath")
+        publishGrace = config.double(forKey: "publishGrace", default: publishGrace)
+        handshakeTimeout = config.double(forKey: "handshakeTimeout", default: handshakeTimeout)
+        idleTimeout = config.double(forKey: "idleTimeout", default: idleTimeout)
+        let level = config.string(forKey: "logLevel", default: "info")
+        guard let parsedLevel = Logger.Level(rawValue: level) else {
+            throw ConfigurationError.invalid("log level '\(level)' is not one of \(Logger.Level.allCases.map(\.rawValue))")
+        }
+        logLevel = parsedLevel
+
+        for entry in config.stringArray(forKey: "streamKey", isSecret: true, default: []) {
+            try addStreamKey(entry)
+        }
+        if let file = config.string(forKey: "streamKeysFile") {
+            let text: String
+            do {
+                text = try String(contentsOfFile: file, encoding: .utf8)
+            } catch {
+                throw ConfigurationError.invalid("cannot read stream keys file \(file): \(error.localizedDescription)")
+            }
+            for line in text.split(whereSeparator: \.isNewline) {
+                let trimmed = line.trimmingCharacters(in: .whitespaces)
+                guard !trimmed.isEmpty, !trimmed.hasPrefix("#") else { continue }
+                try addStreamKey(trimmed)
+            }
+        }
+        try validate()
+    }
+
+    private mutating func addStreamKey(_ entry: String) throws {
+        guard let equals = entry.firstIndex(of: "=") else {
+            throw ConfigurationError.invalid("stream key must be KEY=CHANNEL")
+        }
+        let key = String(entry[..<equals])
+        let channel = String(entry[entry.index(after: equals)...])
+        guard !key.isEmpty else { throw ConfigurationError.invalid("empty stream key for channel \(channel)") }
+        guard StaticKeyAuthorizer.isValidChannelName(channel) else {
+            throw ConfigurationError.invalid("channel name '\(channel)' must be 1–64 of letters, digits, '-', '_', '.'")
+        }
+        streamKeys[key] = channel
+    }
+
+    private func validate() throws {
+        guard (0...65535).contains(rtmpPort), (0...65535).contains(httpPort) else {
+            throw ConfigurationError.invalid("ports must be 0…65535 (0 picks a free port)")
+        }
+        guard hlsSegmentDuration >= 0.5, hlsSegmentDuration <= 30 else {
+            throw ConfigurationError.invalid("HLS segment duration must be 0.5…30 seconds")
+        }
+        guard (1...100).contains(hlsWindow) else { throw ConfigurationError.invalid("HLS window must be 1…100 segments") }
+        guard publishGrace >= 0, handshakeTimeout > 0, idleTimeout > 0 else {
+            throw ConfigurationError.invalid("timeouts must be positive")
+        }
+    }
+}

@@ -1,0 +1,152 @@
+import Logging
+import MediaCore
+import Packaging
+import ServiceLifecycle
+import StreamHub
+import Synchronization
+
+/// Feeds every live stream into its channel's HLS packager, keeps a channel's
+/// playlist open for `grace` after the publisher leaves, then ends it.
+final class HLSLivePackager: Service, Sendable {
+    private let hub: StreamHub
+    private let store: SegmentStore
+    private let configuration: HLSConfiguration
+    private let grace: Duration
+    private let logger: Logger
+    private let workers = Mutex<[String: HLSChannelWorker]>([:])
+
+    init(hub: StreamHub, store: SegmentStore, configuration: HLSConfiguration, grace: Duration, logger: Logger) {
+        self.hub = hub
+        self.store = store
+        self.configuration = configuration
+        self.grace = grace
+        self.logger = logger
+        hub.observe { [self] stream in
+            // Subscribe now, inside the hub's start, so not one packet is missed.
+            let subscription = stream.subscribe(limits: .init(maxPackets: 8192, maxBytes: 256 << 20))
+            worker(for: stream.channel).start(subscription)
+        }
+    }
+
+    private func worker(for channel: String) -> HLSChannelWorker {
+        workers.withLock { workers in
+            if let worker = workers[channel] { return worker }
+            let worker = HLSChannelWorker(
+                channel: HLSChannelBox(name: channel, configuration: configuration, store: store, logger: logger),
+                grace: grace, logger: logger)
+            workers[channel] = worker
+            return worker
+        }
+    }
+
+    func run() async throws {
+        do {
+            try await gracefulShutdown()
+        } catch is CancellationError {
+            // Cancelled instead of shut down gracefully: end the playlists all the same.
+        }
+        // Publishers are gone (RTMP stops first); end every playlist now rather than after the grace.
+        for worker in workers.withLock({ Array($0.values) }) {
+            await worker.shutdown()
+        }
+    }
+}
+
+/// One channel's packaging, serialized: a republish waits for the previous publish to drain.
+final class HLSChannelWorker: Sendable {
+    private struct State {
+        var task: Task<Void, Never>?
+        var subscription: StreamSubscription?
+        var graceTimer: Task<Void, Never>?
+        var generation = 0
+    }
+
+    private let channel: HLSChannelBox
+    private let grace: Duration
+    private let logger: Logger
+    private let state = Mutex(State())
+
+    init(channel: HLSChannelBox, grace: Duration, logger: Logger) {
+        self.channel = channel
+        self.grace = grace
+        self.logger = logger
+    }
+
+    func start(_ subscription: StreamSubscription) {
+        state.withLock { state in
+            state.graceTimer?.cancel()
+            state.graceTimer = nil
+            state.generation += 1
+            state.subscription = subscription
+            let previous = state.task
+            state.task = Task { [self] in
+                await previous?.value
+                await package(subscription)
+            }
+        }
+    }
+
+    private func package(_ subscription: StreamSubscription) async {
+        await channel.run { $0.beginPublish() }
+        for await event in subscription {
+            do {
+                try await channel.run { channel in
+                    switch event {
+                    case .description(let description): try channel.setDescription(description)
+                    case .packet(let packet): try channel.write(packet)
+                    case .metadata: break
+                    }
+                }
+            } catch {
+                logger.error("HLS packaging failed; segment dropped", metadata: ["channel": "\(channel.name)", "error": "\(error)"])
+                await channel.run { $0.abandonSegment() }
+            }
+        }
+        do {
+            try await channel.run { try $0.endPublish() }
+        } catch {
+            logger.error("HLS final segment failed", metadata: ["channel": "\(channel.name)", "error": "\(error)"])
+        }
+        startGraceTimer()
+    }
+
+    private func startGraceTimer() {
+        state.withLock { state in
+            let generation = state.generation
+            state.graceTimer = Task { [self, grace] in
+                do {
+                    try await Task.sleep(for: grace)
+                } catch {
+                    return
+                }
+                let stillIdle = self.state.withLock { $0.generation == generation }
+                if stillIdle { await channel.run { $0.endPlaylist() } }
+            }
+        }
+    }
+
+    func shutdown() async {
+        let (task, subscription, timer) = state.withLock { state in
+            (state.task, state.subscription, state.graceTimer)
+        }
+        subscription?.cancel()
+        await task?.value
+        timer?.cancel()
+        await channel.run { $0.endPlaylist() }
+    }
+}
+
+/// Serializes access to a non-Sendable `HLSChannel` (its TS muxer owns libav state).
+actor HLSChannelBox {
+    private let channel: HLSChannel
+    nonisolated let name: String
+
+    init(name: String, configuration: HLSConfiguration, store: SegmentStore, logger: Logger) {
+        self.channel = HLSChannel(name: name, configuration: configuration, store: store, logger: logger)
+        self.name = name
+    }
+
+    func run<T: Sendable>(_ body: (HLSChannel) throws -> T) rethrows -> T {
+        try body(channel)
+    }
+}

@@ -1,0 +1,83 @@
+public import Hummingbird
+import NIOCore
+public import Packaging
+
+/// Serves live HLS from the `SegmentStore`: `/<channel>/index.m3u8` and `/<channel>/<n>.ts`.
+public struct HLSRoutes<Context: RequestContext>: Sendable {
+    let store: SegmentStore
+
+    public init(store: SegmentStore) {
+        self.store = store
+    }
+
+    public var routes: RouteCollection<Context> {
+        let routes = RouteCollection(context: Context.self)
+        routes.get("{channel}/index.m3u8") { _, context in
+            let channel = try context.parameters.require("channel")
+            guard let playlist = store.playlist(channel: channel) else {
+                throw HTTPError(.notFound, message: "no live stream on channel \(channel)")
+            }
+            return Response(
+                status: .ok,
+                headers: [.contentType: "application/vnd.apple.mpegurl", .cacheControl: "no-cache"],
+                body: ResponseBody(byteBuffer: ByteBuffer(string: playlist)))
+        }
+        routes.get("{channel}/{segment}") { request, context in
+            let channel = try context.parameters.require("channel")
+            let name = try context.parameters.require("segment")
+            guard name.hasSuffix(".ts"), let sequence = Int(name.dropLast(3)), sequence >= 0,
+                  let data = store.segment(channel: channel, sequence: sequence)
+            else {
+                throw HTTPError(.notFound, message: "no segment \(name) on channel \(channel)")
+            }
+            return ByteRange.respond(
+                to: request, data: data,
+                headers: [.contentType: "video/mp2t", .cacheControl: "public, max-age=86400, immutable"])
+        }
+        return routes
+    }
+}
+
+/// Single-range `Range: bytes=…` support (RFC 9110 §14) for in-memory bodies.
+enum ByteRange {
+    static func respond(to request: Request, data: [UInt8], headers: HTTPFields) -> Response {
+        var headers = headers
+        headers[.acceptRanges] = "bytes"
+        guard let header = request.headers[.range] else {
+            return Response(status: .ok, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(bytes: data)))
+        }
+        guard let range = parse(header, length: data.count) else {
+            headers[.contentRange] = "bytes */\(data.count)"
+            return Response(status: .rangeNotSatisfiable, headers: headers)
+        }
+        headers[.contentRange] = "bytes \(range.lowerBound)-\(range.upperBound - 1)/\(data.count)"
+        return Response(status: .partialContent, headers: headers,
+                        body: ResponseBody(byteBuffer: ByteBuffer(bytes: data[range])))
+    }
+
+    /// `bytes=a-b`, `bytes=a-` or `bytes=-n`; nil when unsatisfiable or not a single range.
+    static func parse(_ header: String, length: Int) -> Range<Int>? {
+        guard header.hasPrefix("bytes="), length > 0 else { return nil }
+        let spec = header.dropFirst(6)
+        guard !spec.contains(","), let dash = spec.firstIndex(of: "-") else { return nil }
+        let first = spec[..<dash].trimmingSpaces
+        let last = spec[spec.index(after: dash)...].trimmingSpaces
+        if first.isEmpty {
+            guard let suffix = Int(last), suffix > 0 else { return nil }
+            return max(0, length - suffix)..<length
+        }
+        guard let start = Int(first), start >= 0, start < length else { return nil }
+        if last.isEmpty { return start..<length }
+        guard let end = Int(last), end >= start else { return nil }
+        return start..<min(end + 1, length)
+    }
+}
+
+extension Substring {
+    fileprivate var trimmingSpaces: Substring {
+        var result = self
+        while result.first == " " { result.removeFirst() }
+        while result.last == " " { result.removeLast() }
+        return result
+    }
+}

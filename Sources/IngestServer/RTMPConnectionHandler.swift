@@ -1,0 +1,222 @@
+import Logging
+import MediaCore
+import NIOCore
+import RTMP
+import StreamHub
+
+/// Runs one RTMP connection: bytes in → handshake → chunk decoder → session
+/// state machine; performs the session's actions. The protocol logic lives in
+/// the pure `RTMP` target; this handler only moves bytes and calls services.
+final class RTMPConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    private let configuration: RTMPServer.Configuration
+    private let hub: StreamHub
+    private let authorizer: any PublishAuthorizer
+    private var logger: Logger
+
+    private var handshake = ServerHandshake()
+    private var decoder: ChunkDecoder
+    private var encoder = ChunkEncoder()
+    private var session: ServerSession
+    private var buffer = ByteBuffer()
+    private var bytesReceived: UInt64 = 0
+    private var handshakeTimeout: Scheduled<Void>?
+    /// While a publish is being authorized, decoding pauses so nothing overtakes the decision.
+    private var awaitingAuthorization = false
+    private var publisher: Publisher?
+    private var closing = false
+
+    init(configuration: RTMPServer.Configuration, hub: StreamHub, authorizer: any PublishAuthorizer, logger: Logger) {
+        self.configuration = configuration
+        self.hub = hub
+        self.authorizer = authorizer
+        self.logger = logger
+        self.decoder = ChunkDecoder(limits: configuration.chunkLimits)
+        self.session = ServerSession(configuration: configuration.session)
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        logger.debug("connection opened", metadata: ["peer": "\(context.remoteAddress.map { "\($0)" } ?? "?")"])
+        let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        handshakeTimeout = context.eventLoop.scheduleTask(in: configuration.handshakeTimeout) {
+            let (handler, context) = loopBound.value
+            handler.close(context: context, reason: "handshake not completed within \(handler.configuration.handshakeTimeout)")
+        }
+        context.fireChannelActive()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        handshakeTimeout?.cancel()
+        finishPublishing()
+        logger.debug("connection closed")
+        context.fireChannelInactive()
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let idle = event as? IdleStateHandler.IdleStateEvent, idle == .read {
+            close(context: context, reason: "no data for \(configuration.idleTimeout)")
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        close(context: context, reason: "connection error: \(error)")
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard !closing else { return }
+        var incoming = unwrapInboundIn(data)
+        bytesReceived += UInt64(incoming.readableBytes)
+        buffer.writeBuffer(&incoming)
+        guard buffer.readableBytes <= configuration.chunkLimits.maxBufferedBytes else {
+            close(context: context, reason: "more than \(configuration.chunkLimits.maxBufferedBytes) bytes buffered")
+            return
+        }
+        process(context: context)
+        perform(session.bytesReceived(total: bytesReceived), context: context)
+    }
+
+    private func process(context: ChannelHandlerContext) {
+        do {
+            while handshake.state != .done {
+                guard let action = try handshake.feed(&buffer) else { return }
+                switch action {
+                case .send(let reply):
+                    context.writeAndFlush(wrapOutboundOut(reply), promise: nil)
+                case .complete:
+                    handshakeTimeout?.cancel()
+                    logger.debug("handshake complete", metadata: ["digest": "\(handshake.usedDigest)"])
+                }
+            }
+            while !closing, !awaitingAuthorization, let message = try decoder.decode(&buffer) {
+                perform(session.receive(message), context: context)
+            }
+            buffer.discardReadBytes()
+        } catch {
+            close(context: context, reason: "\(error)")
+        }
+    }
+
+    private func perform(_ actions: [ServerSession.Action], context: ChannelHandlerContext) {
+        var out = ByteBuffer()
+        defer {
+            if out.readableBytes > 0, context.channel.isActive {
+                context.writeAndFlush(wrapOutboundOut(out), promise: nil)
+            }
+        }
+        for action in actions {
+            switch action {
+            case .send(let message):
+                encoder.encode(message, into: &out)
+            case .setOutgoingChunkSize(let size):
+                encoder.setChunkSize(size)
+            case .authorizePublish(let request):
+                authorize(request, context: context)
+            case .streamDescription(let description):
+                logDescription(description)
+                publisher?.setDescription(description)
+            case .media(let packet):
+                publisher?.send(packet)
+            case .metadata(let properties):
+                publisher?.setMetadata(StreamMetadata(amf0: properties))
+            case .unpublish:
+                logger.info("publisher stopped")
+                finishPublishing()
+            case .close(let reason):
+                if out.readableBytes > 0 {
+                    context.writeAndFlush(wrapOutboundOut(out), promise: nil)
+                    out.clear()
+                }
+                close(context: context, reason: reason)
+                return
+            }
+        }
+    }
+
+    private func authorize(_ request: ServerSession.PublishRequest, context: ChannelHandlerContext) {
+        awaitingAuthorization = true
+        let masked = ServerSession.masked(request.streamName)
+        logger.info("publish requested", metadata: ["app": "\(request.app)", "key": "\(masked)"])
+        let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        let hub = self.hub
+        let authorizer = self.authorizer
+        let nodeID = configuration.nodeID
+        context.eventLoop.makeFutureWithTask { () async -> Result<Publisher, ServerSession.Rejection> in
+            switch await authorizer.authorize(app: request.app, streamKey: request.streamName, query: request.query) {
+            case .deny(let reason):
+                return .failure(.denied(reason))
+            case .allow(let channel):
+                do {
+                    return .success(try await hub.startPublishing(channel: channel, app: request.app, nodeID: nodeID))
+                } catch {
+                    return .failure(.badName("\(error)"))
+                }
+            }
+        }.whenSuccess { result in
+            let (handler, context) = loopBound.value
+            handler.authorized(result, context: context)
+        }
+    }
+
+    private func authorized(_ result: Result<Publisher, ServerSession.Rejection>, context: ChannelHandlerContext) {
+        awaitingAuthorization = false
+        switch result {
+        case .success(let publisher):
+            guard !closing, context.channel.isActive else {
+                // The publisher left while we were deciding: release the channel at once.
+                Task { await publisher.finish() }
+                return
+            }
+            self.publisher = publisher
+            logger[metadataKey: "channel"] = "\(publisher.stream.channel)"
+            logger.info("publishing")
+            perform(session.publishAllowed(channel: publisher.stream.channel), context: context)
+        case .failure(let rejection):
+            perform(session.publishRejected(rejection), context: context)
+        }
+        if !closing { process(context: context) }
+    }
+
+    private func logDescription(_ description: StreamDescription) {
+        var metadata: Logger.Metadata = [:]
+        if let video = description.video {
+            metadata["video"] = "\(video.codec) profile \(video.avcC.profileIndication) level \(video.avcC.levelIndication)"
+        }
+        if let audio = description.audio {
+            metadata["audio"] = "\(audio.codec) \(audio.config.samplingFrequency) Hz \(audio.config.channelConfiguration) ch"
+        }
+        logger.info("stream codecs", metadata: metadata)
+    }
+
+    private func finishPublishing() {
+        guard let publisher else { return }
+        self.publisher = nil
+        Task { await publisher.finish() }
+    }
+
+    private func close(context: ChannelHandlerContext, reason: String) {
+        guard !closing else { return }
+        closing = true
+        handshakeTimeout?.cancel()
+        logger.warning("closing connection", metadata: ["reason": "\(reason)"])
+        finishPublishing()
+        context.close(promise: nil)
+    }
+}
+
+extension StreamMetadata {
+    /// Keeps the scalar properties of an AMF0 `onMetaData` object.
+    init(amf0 properties: [AMF0Property]) {
+        self.init(properties: properties.compactMap { property in
+            switch property.value {
+            case .number(let number): Property(property.key, .number(number))
+            case .boolean(let flag): Property(property.key, .boolean(flag))
+            case .string(let string), .longString(let string): Property(property.key, .string(string))
+            default: nil
+            }
+        })
+    }
+}

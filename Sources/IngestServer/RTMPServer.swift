@@ -1,0 +1,88 @@
+public import Logging
+public import NIOCore
+public import NIOPosix
+public import RTMP
+public import ServiceLifecycle
+public import StreamHub
+import Synchronization
+
+/// The RTMP listener as a service: binds, accepts publishers, and on graceful
+/// shutdown stops accepting and closes every connection (ending their streams).
+public final class RTMPServer: Service, Sendable {
+    public struct Configuration: Sendable {
+        public var host: String
+        public var port: Int
+        public var handshakeTimeout: TimeAmount
+        public var idleTimeout: TimeAmount
+        public var chunkLimits: ChunkDecoder.Limits
+        public var session: ServerSession.Configuration
+        public var nodeID: String
+
+        public init(host: String = "0.0.0.0", port: Int = 1935, handshakeTimeout: TimeAmount = .seconds(10),
+                    idleTimeout: TimeAmount = .seconds(30), chunkLimits: ChunkDecoder.Limits = .init(),
+                    session: ServerSession.Configuration = .init(), nodeID: String = "local") {
+            self.host = host
+            self.port = port
+            self.handshakeTimeout = handshakeTimeout
+            self.idleTimeout = idleTimeout
+            self.chunkLimits = chunkLimits
+            self.session = session
+            self.nodeID = nodeID
+        }
+    }
+
+    private let configuration: Configuration
+    private let hub: StreamHub
+    private let authorizer: any PublishAuthorizer
+    private let logger: Logger
+    private let eventLoopGroup: any EventLoopGroup
+    private let onListening: @Sendable (Int) -> Void
+    private let connections = Mutex<[ObjectIdentifier: any Channel]>([:])
+    private let nextConnectionID = Atomic<UInt64>(1)
+
+    public init(configuration: Configuration, hub: StreamHub, authorizer: any PublishAuthorizer,
+                eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
+                logger: Logger, onListening: @escaping @Sendable (Int) -> Void = { _ in }) {
+        self.configuration = configuration
+        self.hub = hub
+        self.authorizer = authorizer
+        self.eventLoopGroup = eventLoopGroup
+        self.logger = logger
+        self.onListening = onListening
+    }
+
+    public func run() async throws {
+        let serverChannel = try await ServerBootstrap(group: eventLoopGroup)
+            .serverChannelOption(.backlog, value: 256)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .childChannelInitializer { [self] channel in
+                channel.eventLoop.makeCompletedFuture { try self.initialize(channel) }
+            }
+            .bind(host: configuration.host, port: configuration.port).get()
+        let port = serverChannel.localAddress?.port ?? configuration.port
+        logger.info("RTMP listening", metadata: ["address": "rtmp://\(configuration.host):\(port)"])
+        onListening(port)
+
+        try await withGracefulShutdownHandler {
+            try await serverChannel.closeFuture.get()
+        } onGracefulShutdown: { [self] in
+            logger.info("RTMP stopping: no new connections, closing open ones")
+            serverChannel.close(promise: nil)
+            for channel in connections.withLock({ Array($0.values) }) { channel.close(promise: nil) }
+        }
+    }
+
+    private func initialize(_ channel: any Channel) throws {
+        let id = nextConnectionID.wrappingAdd(1, ordering: .relaxed).oldValue
+        var connectionLogger = logger
+        connectionLogger[metadataKey: "conn"] = "\(id)"
+        let key = ObjectIdentifier(channel)
+        connections.withLock { $0[key] = channel }
+        channel.closeFuture.whenComplete { [self] _ in _ = connections.withLock { $0.removeValue(forKey: key) } }
+        try channel.pipeline.syncOperations.addHandlers([
+            IdleStateHandler(readTimeout: configuration.idleTimeout),
+            RTMPConnectionHandler(configuration: configuration, hub: hub, authorizer: authorizer, logger: connectionLogger),
+        ])
+    }
+}

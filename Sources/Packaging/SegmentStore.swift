@@ -1,0 +1,77 @@
+import Synchronization
+
+/// Live HLS playlists and segments in memory, per channel, for the HTTP routes.
+///
+/// Bounded: a channel keeps its window plus `retainedAfterWindow` segments that
+/// left it (players that loaded an older playlist can still fetch them).
+public final class SegmentStore: Sendable {
+    public struct Segment: Sendable {
+        public var sequence: Int
+        public var data: [UInt8]
+    }
+
+    private struct Channel {
+        var playlist: MediaPlaylist
+        var renderedPlaylist: String
+        var segments: [Int: [UInt8]] = [:]
+        var retired: [Int] = []
+    }
+
+    private let channels = Mutex<[String: Channel]>([:])
+    public let retainedAfterWindow: Int
+
+    public init(retainedAfterWindow: Int = 6) {
+        self.retainedAfterWindow = retainedAfterWindow
+    }
+
+    /// The playlist text, or nil for an unknown channel.
+    public func playlist(channel: String) -> String? {
+        channels.withLock { $0[channel]?.renderedPlaylist }
+    }
+
+    public func segment(channel: String, sequence: Int) -> [UInt8]? {
+        channels.withLock { $0[channel]?.segments[sequence] }
+    }
+
+    public func playlistModel(channel: String) -> MediaPlaylist? {
+        channels.withLock { $0[channel]?.playlist }
+    }
+
+    /// Publishes a segment and the playlist that now lists it; returns the rendered playlist
+    /// and the sequence numbers no longer retained.
+    @discardableResult
+    func add(channel name: String, entry: MediaPlaylist.Entry, data: [UInt8],
+             newPlaylist: @autoclosure () -> MediaPlaylist) -> (playlist: String, evicted: [Int]) {
+        channels.withLock { channels in
+            var channel = channels[name] ?? Channel(playlist: newPlaylist(), renderedPlaylist: "")
+            channel.segments[entry.sequence] = data
+            let left = channel.playlist.append(entry)
+            channel.retired += left.map(\.sequence)
+            var evicted: [Int] = []
+            while channel.retired.count > retainedAfterWindow {
+                let sequence = channel.retired.removeFirst()
+                channel.segments[sequence] = nil
+                evicted.append(sequence)
+            }
+            channel.renderedPlaylist = channel.playlist.render()
+            channels[name] = channel
+            return (channel.renderedPlaylist, evicted)
+        }
+    }
+
+    /// Marks the channel's playlist ended (EXT-X-ENDLIST); returns the rendered playlist.
+    @discardableResult
+    func end(channel name: String) -> String? {
+        channels.withLock { channels in
+            guard var channel = channels[name] else { return nil }
+            channel.playlist.end()
+            channel.renderedPlaylist = channel.playlist.render()
+            channels[name] = channel
+            return channel.renderedPlaylist
+        }
+    }
+
+    public var channelNames: [String] {
+        channels.withLock { Array($0.keys) }
+    }
+}

@@ -1,0 +1,139 @@
+public import MediaCore
+import Synchronization
+public import struct Foundation.Date
+
+/// One publish of one channel: its codec setup, metadata, GOP cache and consumers.
+public final class LiveStream: Sendable {
+    public struct GOPCacheLimits: Sendable {
+        public var maxPackets: Int
+        public var maxBytes: Int
+        public init(maxPackets: Int = 4096, maxBytes: Int = 32 << 20) {
+            self.maxPackets = maxPackets
+            self.maxBytes = maxBytes
+        }
+    }
+
+    /// Counters for stats pages.
+    public struct Statistics: Sendable, Equatable {
+        public var videoPackets = 0
+        public var audioPackets = 0
+        public var bytes = 0
+        public var subscribers = 0
+    }
+
+    private struct State {
+        var description: StreamDescription?
+        var metadata: StreamMetadata?
+        /// Packets from the latest video keyframe on (audio included), so a consumer starts at once.
+        var gop: [MediaPacket] = []
+        var gopBytes = 0
+        var subscribers: [UInt64: StreamSubscription] = [:]
+        var nextSubscriberID: UInt64 = 1
+        var ended = false
+        var statistics = Statistics()
+    }
+
+    public let channel: String
+    public let app: String
+    public let startedAt: Date
+    private let gopCacheLimits: GOPCacheLimits
+    private let state = Mutex(State())
+
+    init(channel: String, app: String, gopCacheLimits: GOPCacheLimits) {
+        self.channel = channel
+        self.app = app
+        self.startedAt = Date()
+        self.gopCacheLimits = gopCacheLimits
+    }
+
+    public var description: StreamDescription? { state.withLock { $0.description } }
+    public var metadata: StreamMetadata? { state.withLock { $0.metadata } }
+    public var statistics: Statistics {
+        state.withLock { state in
+            var statistics = state.statistics
+            statistics.subscribers = state.subscribers.count
+            return statistics
+        }
+    }
+
+    /// Subscribes a consumer. It first receives the codec description, metadata and
+    /// the cached GOP, then live events. Returns a finished subscription if the stream ended.
+    public func subscribe(limits: StreamSubscription.Limits = .init()) -> StreamSubscription {
+        state.withLock { state in
+            let id = state.nextSubscriberID
+            state.nextSubscriberID += 1
+            let subscription = StreamSubscription(id: id, limits: limits) { [weak self] id in
+                self?.unsubscribe(id)
+            }
+            if state.ended {
+                subscription.finish()
+                return subscription
+            }
+            if let description = state.description { subscription.enqueue(.description(description)) }
+            if let metadata = state.metadata { subscription.enqueue(.metadata(metadata)) }
+            for packet in state.gop { subscription.enqueue(.packet(packet)) }
+            state.subscribers[id] = subscription
+            return subscription
+        }
+    }
+
+    private func unsubscribe(_ id: UInt64) {
+        _ = state.withLock { $0.subscribers.removeValue(forKey: id) }
+    }
+
+    func send(_ event: StreamEvent) {
+        // Enqueue under the lock so a concurrent subscribe sees either the cached GOP
+        // with this packet or receives it live, never both or neither.
+        state.withLock { state in
+            guard !state.ended else { return }
+            switch event {
+            case .description(let description):
+                state.description = description
+            case .metadata(let metadata):
+                state.metadata = metadata
+            case .packet(let packet):
+                cache(packet, in: &state)
+            }
+            for subscription in state.subscribers.values { subscription.enqueue(event) }
+        }
+    }
+
+    private func cache(_ packet: MediaPacket, in state: inout State) {
+        state.statistics.bytes += packet.data.count
+        if packet.kind == .video {
+            state.statistics.videoPackets += 1
+        } else {
+            state.statistics.audioPackets += 1
+        }
+        if packet.kind == .video, packet.isKeyframe {
+            state.gop.removeAll(keepingCapacity: true)
+            state.gopBytes = 0
+        } else if state.description?.video != nil, state.gop.isEmpty {
+            // Until the first keyframe there is nothing a new consumer could start from.
+            return
+        }
+        if state.description?.video == nil, state.gop.count >= 64 {
+            // Audio-only: keep a short tail only.
+            state.gopBytes -= state.gop.removeFirst().data.count
+        }
+        guard state.gop.count < gopCacheLimits.maxPackets, state.gopBytes + packet.data.count <= gopCacheLimits.maxBytes
+        else {
+            // An overlong GOP: stop caching until the next keyframe rather than grow without bound.
+            state.gop.removeAll()
+            state.gopBytes = 0
+            return
+        }
+        state.gop.append(packet)
+        state.gopBytes += packet.data.count
+    }
+
+    func end() {
+        let subscribers = state.withLock { state in
+            state.ended = true
+            state.gop = []
+            defer { state.subscribers = [:] }
+            return Array(state.subscribers.values)
+        }
+        for subscription in subscribers { subscription.finish() }
+    }
+}

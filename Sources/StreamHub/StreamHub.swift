@@ -1,0 +1,110 @@
+public import MediaCore
+public import Logging
+import Synchronization
+
+/// The live streams of this process, one per channel, and their consumers.
+///
+/// A publisher gets a `Publisher` handle for its channel; every consumer
+/// (HLS packager, RTMP players, recorders) subscribes with its own bounded
+/// queue. Observers registered at setup hear when a channel goes live, before
+/// its first packet, so a packager that subscribes then misses nothing.
+public final class StreamHub: Sendable {
+    public enum HubError: Error, Equatable, Sendable, CustomStringConvertible {
+        case alreadyLive(channel: String)
+
+        public var description: String {
+            switch self {
+            case .alreadyLive(let channel): "channel \(channel) is already being published"
+            }
+        }
+    }
+
+    public typealias Observer = @Sendable (LiveStream) -> Void
+
+    private struct State {
+        var streams: [String: LiveStream] = [:]
+        var observers: [Observer] = []
+    }
+
+    private let state = Mutex(State())
+    public let registry: any Registry
+    public let gopCacheLimits: LiveStream.GOPCacheLimits
+    private let logger: Logger
+
+    public init(registry: any Registry = MemoryRegistry(), gopCacheLimits: LiveStream.GOPCacheLimits = .init(),
+                logger: Logger = Logger(label: "estuary.hub")) {
+        self.registry = registry
+        self.gopCacheLimits = gopCacheLimits
+        self.logger = logger
+    }
+
+    /// Calls `observer` with every stream that starts from now on.
+    public func observe(_ observer: @escaping Observer) {
+        state.withLock { $0.observers.append(observer) }
+    }
+
+    /// Claims `channel` for a publisher; fails when it is already live.
+    public func startPublishing(channel: String, app: String, nodeID: String = "local") async throws(HubError) -> Publisher {
+        let stream = LiveStream(channel: channel, app: app, gopCacheLimits: gopCacheLimits)
+        let observers = try state.withLock { state throws(HubError) -> [Observer] in
+            guard state.streams[channel] == nil else { throw .alreadyLive(channel: channel) }
+            state.streams[channel] = stream
+            return state.observers
+        }
+        for observer in observers { observer(stream) }
+        do {
+            try await registry.streamStarted(ActiveStream(channel: channel, app: app, nodeID: nodeID,
+                                                          startedAt: stream.startedAt))
+        } catch {
+            // The registry is bookkeeping: a failure there must not take the stream down.
+            logger.error("registry did not record stream start", metadata: ["channel": "\(channel)", "error": "\(error)"])
+        }
+        return Publisher(stream: stream) { [weak self] in await self?.ended(stream) }
+    }
+
+    /// The live stream on `channel`, if any.
+    public func stream(channel: String) -> LiveStream? {
+        state.withLock { $0.streams[channel] }
+    }
+
+    public var liveChannels: [String] {
+        state.withLock { Array($0.streams.keys) }
+    }
+
+    private func ended(_ stream: LiveStream) async {
+        let removed = state.withLock { state -> Bool in
+            guard state.streams[stream.channel] === stream else { return false }
+            state.streams[stream.channel] = nil
+            return true
+        }
+        stream.end()
+        guard removed else { return }
+        do {
+            try await registry.streamEnded(channel: stream.channel)
+        } catch {
+            logger.error("registry did not record stream end", metadata: ["channel": "\(stream.channel)", "error": "\(error)"])
+        }
+    }
+}
+
+/// The publisher's handle on its live stream. Call `finish()` when publishing stops.
+public final class Publisher: Sendable {
+    public let stream: LiveStream
+    private let onFinish: @Sendable () async -> Void
+    private let finished = Atomic(false)
+
+    init(stream: LiveStream, onFinish: @escaping @Sendable () async -> Void) {
+        self.stream = stream
+        self.onFinish = onFinish
+    }
+
+    public func setDescription(_ description: StreamDescription) { stream.send(.description(description)) }
+    public func setMetadata(_ metadata: StreamMetadata) { stream.send(.metadata(metadata)) }
+    public func send(_ packet: MediaPacket) { stream.send(.packet(packet)) }
+
+    /// Ends the stream for every consumer and frees the channel. Idempotent.
+    public func finish() async {
+        guard !finished.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        await onFinish()
+    }
+}

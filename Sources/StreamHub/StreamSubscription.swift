@@ -1,0 +1,146 @@
+public import MediaCore
+import Synchronization
+
+/// What a consumer of a live stream receives, in order.
+public enum StreamEvent: Sendable, Equatable {
+    case description(StreamDescription)
+    case metadata(StreamMetadata)
+    case packet(MediaPacket)
+}
+
+/// One consumer's bounded queue on a live stream.
+///
+/// The publisher never waits on a consumer: when the queue is full the
+/// consumer loses what is queued and skips ahead to the next video keyframe
+/// (audio-only streams just drop the queue), and `droppedPackets` counts it.
+/// The sequence ends when the publisher stops or the subscription is cancelled.
+public final class StreamSubscription: AsyncSequence, Sendable {
+    public typealias Element = StreamEvent
+
+    public struct Limits: Sendable {
+        public var maxPackets: Int
+        public var maxBytes: Int
+        public init(maxPackets: Int = 2048, maxBytes: Int = 64 << 20) {
+            self.maxPackets = maxPackets
+            self.maxBytes = maxBytes
+        }
+    }
+
+    private struct State {
+        var queue: [StreamEvent] = []
+        var head = 0
+        var queuedBytes = 0
+        var finished = false
+        var waitingForKeyframe = false
+        var hasVideo = false
+        var droppedPackets = 0
+        var waiter: CheckedContinuation<StreamEvent?, Never>?
+
+        var count: Int { queue.count - head }
+
+        mutating func popFirst() -> StreamEvent? {
+            guard head < queue.count else { return nil }
+            let event = queue[head]
+            head += 1
+            if case .packet(let packet) = event { queuedBytes -= packet.data.count }
+            if head > 64, head * 2 > queue.count {
+                queue.removeFirst(head)
+                head = 0
+            }
+            return event
+        }
+    }
+
+    public let id: UInt64
+    private let limits: Limits
+    private let state = Mutex(State())
+    private let onCancel: @Sendable (UInt64) -> Void
+
+    init(id: UInt64, limits: Limits, onCancel: @escaping @Sendable (UInt64) -> Void) {
+        self.id = id
+        self.limits = limits
+        self.onCancel = onCancel
+    }
+
+    /// Packets this consumer lost because it fell behind.
+    public var droppedPackets: Int { state.withLock { $0.droppedPackets } }
+
+    /// A consumer is suspended in `next()` on an empty queue.
+    var isWaiting: Bool { state.withLock { $0.waiter != nil } }
+
+    /// Stops receiving; the sequence ends.
+    public func cancel() {
+        finish()
+        onCancel(id)
+    }
+
+    func enqueue(_ event: StreamEvent) {
+        let waiter: CheckedContinuation<StreamEvent?, Never>? = state.withLock { state in
+            guard !state.finished else { return nil }
+            if case .packet(let packet) = event {
+                if packet.kind == .video { state.hasVideo = true }
+                if state.waitingForKeyframe {
+                    guard packet.kind == .video, packet.isKeyframe else {
+                        state.droppedPackets += 1
+                        return nil
+                    }
+                    state.waitingForKeyframe = false
+                }
+                if state.count >= limits.maxPackets || state.queuedBytes + packet.data.count > limits.maxBytes {
+                    // Drop queued packets (keep descriptions and metadata) and resync on a keyframe.
+                    let kept = state.queue[state.head...].filter { if case .packet = $0 { false } else { true } }
+                    state.droppedPackets += state.count - kept.count
+                    state.queue = kept
+                    state.head = 0
+                    state.queuedBytes = 0
+                    if state.hasVideo, !(packet.kind == .video && packet.isKeyframe) {
+                        state.waitingForKeyframe = true
+                        state.droppedPackets += 1
+                        return nil
+                    }
+                }
+            }
+            if let waiter = state.waiter {
+                state.waiter = nil
+                return waiter
+            }
+            if case .packet(let packet) = event { state.queuedBytes += packet.data.count }
+            state.queue.append(event)
+            return nil
+        }
+        waiter?.resume(returning: event)
+    }
+
+    func finish() {
+        let waiter = state.withLock { state -> CheckedContinuation<StreamEvent?, Never>? in
+            state.finished = true
+            defer { state.waiter = nil }
+            return state.waiter
+        }
+        waiter?.resume(returning: nil)
+    }
+
+    /// The next event, or nil when the stream ended (queued events are delivered first).
+    public func next() async -> StreamEvent? {
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { (continuation: CheckedContinuation<StreamEvent?, Never>) in
+                let immediate: StreamEvent?? = state.withLock { state in
+                    if let event = state.popFirst() { return .some(event) }
+                    if state.finished || Task.isCancelled { return .some(nil) }
+                    state.waiter = continuation
+                    return .none
+                }
+                if let immediate { continuation.resume(returning: immediate) }
+            }
+        } onCancel: {
+            cancel()
+        }
+    }
+
+    public struct AsyncIterator: AsyncIteratorProtocol {
+        let subscription: StreamSubscription
+        public mutating func next() async -> StreamEvent? { await subscription.next() }
+    }
+
+    public func makeAsyncIterator() -> AsyncIterator { AsyncIterator(subscription: self) }
+}

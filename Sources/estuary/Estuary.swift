@@ -1,0 +1,88 @@
+import App
+import ArgumentParser
+import Configuration
+import Logging
+import ServiceLifecycle
+import UnixSignals
+
+struct Estuary: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "estuary",
+        abstract: "Live media server: RTMP in, HLS out.",
+        subcommands: [Serve.self],
+        defaultSubcommand: Serve.self)
+}
+
+struct Serve: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run the server.",
+        discussion: """
+            Every option can also be set in the environment as ESTUARY_<NAME> (for example \
+            ESTUARY_RTMP_PORT=1936, ESTUARY_STREAM_KEY=key1=main,key2=other). Flags win over the environment.
+            With no stream keys the server runs open: anyone may publish, the channel is the stream name.
+            """)
+
+    @Option(help: "Address to listen on. [ESTUARY_BIND, default 0.0.0.0]")
+    var bind: String?
+    @Option(help: "RTMP port; 0 picks a free one. [ESTUARY_RTMP_PORT, default 1935]")
+    var rtmpPort: Int?
+    @Option(help: "HTTP port; 0 picks a free one. [ESTUARY_HTTP_PORT, default 8080]")
+    var httpPort: Int?
+    @Option(help: "Directory for the server's data. [ESTUARY_DATA_DIR, default ./estuary-data]")
+    var dataDir: String?
+    @Option(help: "Target HLS segment length in seconds. [ESTUARY_HLS_SEGMENT_DURATION, default 2]")
+    var hlsSegmentDuration: Double?
+    @Option(help: "Segments in the live playlist. [ESTUARY_HLS_WINDOW, default 6]")
+    var hlsWindow: Int?
+    @Option(help: "Also write HLS to this directory, as <path>/<channel>/index.m3u8. [ESTUARY_HLS_PATH]")
+    var hlsPath: String?
+    @Option(help: "Seconds a playlist waits for its publisher to return before it ends. [ESTUARY_PUBLISH_GRACE, default 10]")
+    var publishGrace: Double?
+    @Option(help: "Allow KEY to publish as CHANNEL (repeatable). [ESTUARY_STREAM_KEY, comma-separated]")
+    var streamKey: [String] = []
+    @Option(help: "File of KEY=CHANNEL lines. [ESTUARY_STREAM_KEYS_FILE]")
+    var streamKeysFile: String?
+    @Option(help: "trace, debug, info, notice, warning, error or critical. [ESTUARY_LOG_LEVEL, default info]")
+    var logLevel: String?
+
+    func run() async throws {
+        var flags: [AbsoluteConfigKey: ConfigValue] = [:]
+        func flag(_ key: String, _ content: ConfigContent?) {
+            if let content { flags[AbsoluteConfigKey(stringLiteral: "estuary.\(key)")] = ConfigValue(content, isSecret: false) }
+        }
+        flag("bind", bind.map(ConfigContent.string))
+        flag("rtmpPort", rtmpPort.map(ConfigContent.int))
+        flag("httpPort", httpPort.map(ConfigContent.int))
+        flag("dataDir", dataDir.map(ConfigContent.string))
+        flag("hlsSegmentDuration", hlsSegmentDuration.map(ConfigContent.double))
+        flag("hlsWindow", hlsWindow.map(ConfigContent.int))
+        flag("hlsPath", hlsPath.map(ConfigContent.string))
+        flag("publishGrace", publishGrace.map(ConfigContent.double))
+        flag("streamKey", streamKey.isEmpty ? nil : .stringArray(streamKey))
+        flag("streamKeysFile", streamKeysFile.map(ConfigContent.string))
+        flag("logLevel", logLevel.map(ConfigContent.string))
+        let reader = ConfigReader(providers: [
+            InMemoryProvider(name: "flags", values: flags),
+            EnvironmentVariablesProvider(secretsSpecifier: .specific(["ESTUARY_STREAM_KEY"])),
+        ])
+        let configuration: EstuaryConfiguration
+        do {
+            configuration = try EstuaryConfiguration(reader: reader)
+        } catch {
+            throw ValidationError("\(error)")
+        }
+
+        let level = configuration.logLevel
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        let logger = Logger(label: "estuary")
+        let app = try buildApplication(configuration, logger: logger)
+        let group = ServiceGroup(configuration: .init(
+            services: [.init(service: app)], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        try await group.run()
+        logger.info("stopped")
+    }
+}

@@ -1,0 +1,4 @@
+import App
+import ArgumentParser
+
+await Estuary.main()

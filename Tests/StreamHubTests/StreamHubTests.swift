@@ -1,0 +1,138 @@
+import MediaCore
+import Synchronization
+import Testing
+
+@testable import StreamHub
+
+private func video(_ dts: Int64, key: Bool = false, size: Int = 10) -> MediaPacket {
+    MediaPacket(kind: .video, dts: dts, pts: dts, isKeyframe: key, data: [UInt8](repeating: 1, count: size))
+}
+
+private func audio(_ dts: Int64) -> MediaPacket {
+    MediaPacket(kind: .audio, dts: dts, pts: dts, isKeyframe: true, data: [2, 2])
+}
+
+private let avcC = try! AVCDecoderConfigurationRecord(bytes: [1, 0x64, 0, 0x1F, 0xFF, 0xE1, 0, 2, 0x67, 0x64, 1, 0, 2, 0x68, 0xEE])
+private let description = StreamDescription(video: .init(avcC: avcC))
+
+@Suite("StreamHub")
+struct StreamHubTests {
+    @Test("a second publisher on a live channel is refused; after finish the channel is free")
+    func exclusivePublish() async throws {
+        let hub = StreamHub()
+        let first = try await hub.startPublishing(channel: "main", app: "live")
+        await #expect(throws: StreamHub.HubError.alreadyLive(channel: "main")) {
+            try await hub.startPublishing(channel: "main", app: "live")
+        }
+        #expect(try await hub.registry.activeStreams().map(\.channel) == ["main"])
+        await first.finish()
+        #expect(try await hub.registry.activeStreams().isEmpty)
+        let second = try await hub.startPublishing(channel: "main", app: "live")
+        await second.finish()
+    }
+
+    @Test("observers hear of a stream before its first packet")
+    func observers() async throws {
+        let hub = StreamHub()
+        let subscriptions = SubscriptionList()
+        hub.observe { stream in subscriptions.append(stream.subscribe()) }
+        let publisher = try await hub.startPublishing(channel: "c", app: "live")
+        publisher.setDescription(description)
+        publisher.send(video(0, key: true))
+        await publisher.finish()
+        var events: [StreamEvent] = []
+        for await event in try #require(subscriptions.first) { events.append(event) }
+        #expect(events == [.description(description), .packet(video(0, key: true))])
+    }
+
+    @Test("a late subscriber starts at the last keyframe with the codec setup")
+    func gopCache() async throws {
+        let hub = StreamHub()
+        let publisher = try await hub.startPublishing(channel: "c", app: "live")
+        publisher.setDescription(description)
+        publisher.send(video(0, key: true))
+        publisher.send(video(33))
+        publisher.send(video(66, key: true))
+        publisher.send(audio(70))
+        publisher.send(video(99))
+        let subscription = publisher.stream.subscribe()
+        publisher.send(video(132))
+        await publisher.finish()
+        var events: [StreamEvent] = []
+        for await event in subscription { events.append(event) }
+        #expect(events == [.description(description), .packet(video(66, key: true)), .packet(audio(70)),
+                           .packet(video(99)), .packet(video(132))])
+    }
+
+    @Test("a slow consumer drops to the next keyframe; the publisher and a fast consumer lose nothing")
+    func slowConsumer() async throws {
+        let hub = StreamHub()
+        let publisher = try await hub.startPublishing(channel: "c", app: "live")
+        publisher.setDescription(description)
+        let slow = publisher.stream.subscribe(limits: .init(maxPackets: 15, maxBytes: 1 << 20))
+        let fast = publisher.stream.subscribe(limits: .init(maxPackets: 1000, maxBytes: 1 << 20))
+        // 30 packets: keyframes every 10. The slow consumer reads nothing until the end.
+        for index in 0..<30 { publisher.send(video(Int64(index) * 33, key: index % 10 == 0)) }
+        await publisher.finish()
+
+        var fastPackets: [MediaPacket] = []
+        for await event in fast { if case .packet(let packet) = event { fastPackets.append(packet) } }
+        #expect(fastPackets.count == 30)
+        #expect(fast.droppedPackets == 0)
+
+        var slowPackets: [MediaPacket] = []
+        for await event in slow { if case .packet(let packet) = event { slowPackets.append(packet) } }
+        // Its queue (15 events with the description) overflowed at packet 14: packets 0–19 are
+        // lost and it resumes on the keyframe at packet 20.
+        #expect(slow.droppedPackets == 20)
+        #expect(slowPackets.map(\.dts) == (20..<30).map { Int64($0) * 33 })
+        #expect(slowPackets.first?.isKeyframe == true)
+    }
+
+    @Test("a consumer waiting for data is woken by the next packet and by the end")
+    func waitingConsumer() async throws {
+        let hub = StreamHub()
+        let publisher = try await hub.startPublishing(channel: "c", app: "live")
+        let subscription = publisher.stream.subscribe()
+        async let first = subscription.next()
+        // Wait until the consumer is parked on an empty queue, so the packet wakes it.
+        while !subscription.isWaiting { await Task.yield() }
+        publisher.send(audio(0))
+        #expect(await first == .packet(audio(0)))
+        async let end = subscription.next()
+        await publisher.finish()
+        #expect(await end == nil)
+    }
+
+    @Test("cancelling a subscription ends its sequence and unsubscribes it")
+    func cancel() async throws {
+        let hub = StreamHub()
+        let publisher = try await hub.startPublishing(channel: "c", app: "live")
+        let subscription = publisher.stream.subscribe()
+        #expect(publisher.stream.statistics.subscribers == 1)
+        subscription.cancel()
+        #expect(await subscription.next() == nil)
+        #expect(publisher.stream.statistics.subscribers == 0)
+        await publisher.finish()
+    }
+
+    @Test("open mode takes the stream name as channel; keys map to channels; bad names are refused")
+    func staticKeys() async {
+        let open = StaticKeyAuthorizer(channelsByKey: [:])
+        #expect(await open.authorize(app: "live", streamKey: "my-show", query: nil) == .allow(channel: "my-show"))
+        guard case .deny = await open.authorize(app: "live", streamKey: "../etc", query: nil) else {
+            Issue.record("a path-like name must be refused")
+            return
+        }
+        let keyed = StaticKeyAuthorizer(channelsByKey: ["s3cret": "main"])
+        #expect(await keyed.authorize(app: "live", streamKey: "s3cret", query: nil) == .allow(channel: "main"))
+        #expect(await keyed.authorize(app: "live", streamKey: "main", query: nil) == .deny(reason: "unknown stream key"))
+    }
+}
+
+/// Collects subscriptions made inside a synchronous observer.
+final class SubscriptionList: Sendable {
+    private let items = Mutex<[StreamSubscription]>([])
+    func append(_ subscription: StreamSubscription) { items.withLock { $0.append(subscription) } }
+    var first: StreamSubscription? { items.withLock { $0.first } }
+}
