@@ -18,7 +18,7 @@ public struct AppRequestContext: RequestContext {
 }
 
 /// The whole server: RTMP ingest, the stream hub, HLS packaging and HTTP, as one service.
-public struct EstuaryApplication: Service {
+public struct EstuaryApplication: Service, CustomStringConvertible {
     public let configuration: EstuaryConfiguration
     public let hub: StreamHub
     public let segments: SegmentStore
@@ -38,6 +38,9 @@ public struct EstuaryApplication: Service {
         self.services = services
         self.logger = logger
     }
+
+    /// ServiceLifecycle logs services by description; reflection would print the stream keys.
+    public var description: String { "Estuary(\(configuration))" }
 
     /// Runs until graceful shutdown (of this service's own group, or its parent's).
     public func run() async throws {

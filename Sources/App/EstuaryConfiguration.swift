@@ -5,7 +5,7 @@ import StreamHub
 
 /// Everything `estuary serve` can be told, resolved from flags, then `ESTUARY_*`
 /// environment variables, then defaults.
-public struct EstuaryConfiguration: Sendable {
+public struct EstuaryConfiguration: Sendable, CustomStringConvertible {
     public var bind = "0.0.0.0"
     public var rtmpPort = 1935
     public var httpPort = 8080
@@ -22,6 +22,12 @@ public struct EstuaryConfiguration: Sendable {
     public var logLevel = Logger.Level.info
 
     public init() {}
+
+    /// For logs: stream keys are counted, never shown.
+    public var description: String {
+        "bind=\(bind) rtmp=\(rtmpPort) http=\(httpPort) data=\(dataDirectory) hls=\(hlsSegmentDuration)s×\(hlsWindow)"
+            + " hlsPath=\(hlsPath ?? "-") keys=\(streamKeys.count) grace=\(publishGrace)s log=\(logLevel)"
+    }
 
     public enum ConfigurationError: Error, CustomStringConvertible {
         case invalid(String)

@@ -12,7 +12,7 @@ public struct HLSRoutes<Context: RequestContext>: Sendable {
 
     public var routes: RouteCollection<Context> {
         let routes = RouteCollection(context: Context.self)
-        routes.get("{channel}/index.m3u8") { _, context in
+        let playlist: @Sendable (Request, Context) async throws -> Response = { _, context in
             let channel = try context.parameters.require("channel")
             guard let playlist = store.playlist(channel: channel) else {
                 throw HTTPError(.notFound, message: "no live stream on channel \(channel)")
@@ -22,7 +22,7 @@ public struct HLSRoutes<Context: RequestContext>: Sendable {
                 headers: [.contentType: "application/vnd.apple.mpegurl", .cacheControl: "no-cache"],
                 body: ResponseBody(byteBuffer: ByteBuffer(string: playlist)))
         }
-        routes.get("{channel}/{segment}") { request, context in
+        let segment: @Sendable (Request, Context) async throws -> Response = { request, context in
             let channel = try context.parameters.require("channel")
             let name = try context.parameters.require("segment")
             guard name.hasSuffix(".ts"), let sequence = Int(name.dropLast(3)), sequence >= 0,
@@ -34,6 +34,11 @@ public struct HLSRoutes<Context: RequestContext>: Sendable {
                 to: request, data: data,
                 headers: [.contentType: "video/mp2t", .cacheControl: "public, max-age=86400, immutable"])
         }
+        routes.get("{channel}/index.m3u8", use: playlist)
+        routes.get("{channel}/{segment}", use: segment)
+        // HEAD: the GET response's headers (Content-Length included) without its body.
+        routes.head("{channel}/index.m3u8") { try await playlist($0, $1).createHeadResponse() }
+        routes.head("{channel}/{segment}") { try await segment($0, $1).createHeadResponse() }
         return routes
     }
 }

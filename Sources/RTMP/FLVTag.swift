@@ -142,3 +142,29 @@ public struct MediaDemuxer: Sendable {
         }
     }
 }
+
+extension FLVTag {
+    /// The message body for this tag (what a player or relay receives).
+    public func encode(into buffer: inout ByteBuffer) {
+        switch self {
+        case .avcSequenceHeader(let record):
+            buffer.writeBytes([0x17, 0x00, 0, 0, 0])
+            buffer.writeBytes(record.bytes)
+        case .avcNALUnits(let isKeyframe, let compositionTime, let data):
+            let cts = UInt32(bitPattern: compositionTime) & 0xFF_FFFF
+            buffer.writeBytes([isKeyframe ? 0x17 : 0x27, 0x01, UInt8(cts >> 16), UInt8(truncatingIfNeeded: cts >> 8),
+                               UInt8(truncatingIfNeeded: cts)])
+            buffer.writeBytes(data)
+        case .avcEndOfSequence:
+            buffer.writeBytes([0x17, 0x02, 0, 0, 0])
+        case .videoInfo:
+            buffer.writeBytes([0x57, 0x00])
+        case .aacSequenceHeader(let config):
+            buffer.writeBytes([0xAF, 0x00])
+            buffer.writeBytes(config.bytes)
+        case .aacRaw(let data):
+            buffer.writeBytes([0xAF, 0x01])
+            buffer.writeBytes(data)
+        }
+    }
+}
