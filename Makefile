@@ -1,7 +1,7 @@
 # Estuary — the two commands that matter: `make run` and `make test`.
 SHELL := /bin/bash
 SWIFT ?= swift
-CONFIG ?= debug
+CONFIG ?= release
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 # Debian packages: build (libav*, hiredis, OpenSSL, pkg-config) and test peers (ffmpeg, redis).
@@ -35,12 +35,14 @@ build: deps
 run: build
 	$(SWIFT) run -c $(CONFIG) --skip-build estuary serve $(ARGS)
 
+# Tests build in debug (faster to compile); end-to-end suites run serially inside.
 test: test-deps
 	$(SWIFT) build --build-tests
-	$(SWIFT) test --skip-build --no-parallel
+	$(SWIFT) test --skip-build
 
 fixtures:
 	fixtures/make-fixtures.sh
+	python3 fixtures/make-hostile.py
 
 clean:
 	rm -rf .build

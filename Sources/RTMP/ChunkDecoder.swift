@@ -58,13 +58,14 @@ public struct ChunkDecoder: Sendable {
         var messageStreamID: MessageStreamID = 0
         /// The last header used the extended timestamp field; its raw value.
         var extendedTimestamp: UInt32?
-        /// The message being reassembled, if one is in progress.
-        var partial: ByteBuffer?
     }
 
     public let limits: Limits
     public private(set) var chunkSize = 128
     private var streams: [ChunkStreamID: ChunkStream] = [:]
+    /// Messages being reassembled, apart from the header state so appending mutates them
+    /// in place (a copy out of the dictionary would duplicate the bytes on every chunk).
+    private var partials: [ChunkStreamID: ByteBuffer] = [:]
     private var bufferedBytes = 0
 
     public init(limits: Limits = Limits()) {
@@ -119,11 +120,12 @@ public struct ChunkDecoder: Sendable {
             guard streams.count < limits.maxChunkStreams else { throw .tooManyChunkStreams(limit: limits.maxChunkStreams) }
             stream = ChunkStream()
         }
-        if format != 3, stream.partial != nil {
+        let received = partials[chunkStreamID]?.readableBytes
+        if format != 3, received != nil {
             throw .headerInsideMessage(chunkStreamID, format: format)
         }
 
-        var startsMessage = stream.partial == nil
+        var startsMessage = received == nil
         switch format {
         case 0, 1, 2:
             guard let timeField = uint24() else { return nil }
@@ -175,33 +177,33 @@ public struct ChunkDecoder: Sendable {
                 throw .messageTooLarge(length: stream.messageLength, limit: limits.maxMessageLength)
             }
         }
-        let received = stream.partial?.readableBytes ?? 0
-        let sliceLength = min(chunkSize, stream.messageLength - received)
-        guard let slice = buffer.getSlice(at: cursor, length: sliceLength) else { return nil }
+        let sliceLength = min(chunkSize, stream.messageLength - (received ?? 0))
+        guard var slice = buffer.getSlice(at: cursor, length: sliceLength) else { return nil }
         cursor += sliceLength
 
         let completed: RTMPMessage?
-        if received + sliceLength == stream.messageLength {
-            var payload = stream.partial ?? ByteBuffer()
-            if stream.partial == nil {
-                payload = slice
+        if (received ?? 0) + sliceLength == stream.messageLength {
+            let payload: ByteBuffer
+            if var partial = partials.removeValue(forKey: chunkStreamID) {
+                bufferedBytes -= partial.readableBytes
+                partial.writeBuffer(&slice)
+                payload = partial
             } else {
-                var slice = slice
-                payload.writeBuffer(&slice)
+                payload = slice
             }
-            bufferedBytes -= received
-            stream.partial = nil
             completed = RTMPMessage(typeID: stream.typeID, messageStreamID: stream.messageStreamID,
                                     timestamp: stream.timestamp, chunkStreamID: chunkStreamID, payload: payload)
         } else {
             guard bufferedBytes + sliceLength <= limits.maxBufferedBytes else {
                 throw .bufferedBytesExceeded(limit: limits.maxBufferedBytes)
             }
-            var partial = stream.partial ?? ByteBuffer()
-            if stream.partial == nil { partial.reserveCapacity(stream.messageLength) }
-            var slice = slice
-            partial.writeBuffer(&slice)
-            stream.partial = partial
+            if received == nil {
+                var partial = ByteBuffer()
+                // Not the announced length: a peer could announce 8 MiB on every chunk stream and send nothing.
+                partial.reserveCapacity(min(stream.messageLength, 64 << 10))
+                partials[chunkStreamID] = partial
+            }
+            partials[chunkStreamID]!.writeBuffer(&slice)
             bufferedBytes += sliceLength
             completed = nil
         }
@@ -220,10 +222,9 @@ public struct ChunkDecoder: Sendable {
             chunkSize = Int(size)
         case .abort:
             guard let id = message.payload.getInteger(at: message.payload.readerIndex, as: UInt32.self),
-                  let partial = streams[id]?.partial
+                  let partial = partials.removeValue(forKey: id)
             else { return }
             bufferedBytes -= partial.readableBytes
-            streams[id]?.partial = nil
         default:
             break
         }

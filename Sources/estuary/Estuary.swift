@@ -5,6 +5,7 @@ import Logging
 import ServiceLifecycle
 import UnixSignals
 
+@main
 struct Estuary: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "estuary",

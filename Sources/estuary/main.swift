@@ -1,4 +1,0 @@
-import App
-import ArgumentParser
-
-await Estuary.main()
