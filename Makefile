@@ -6,7 +6,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 # Debian packages: build (libav*, hiredis, OpenSSL, pkg-config) and test peers (ffmpeg, redis).
 BUILD_PACKAGES := libavformat-dev libavcodec-dev libavutil-dev libswscale-dev libhiredis-dev libssl-dev pkg-config
-TEST_PACKAGES := ffmpeg redis-server
+TEST_PACKAGES := ffmpeg redis-server rtmpdump
 
 .PHONY: run test build deps test-deps fixtures clean help
 

@@ -42,16 +42,25 @@ public struct EstuaryConfiguration: Sendable, CustomStringConvertible {
     /// Reads the `estuary.*` keys: `estuary.rtmpPort` is `ESTUARY_RTMP_PORT` in the environment.
     public init(reader: ConfigReader) throws {
         let config = reader.scoped(to: "estuary")
+        // Numbers are read as text and parsed here: the reader's typed getters fall back to the
+        // default on a value like "1936x", and a typo must not quietly run on another port.
+        func number<Value: LosslessStringConvertible>(_ key: String, _ current: Value) throws -> Value {
+            guard let text = config.string(forKey: ConfigKey(stringLiteral: key)) else { return current }
+            guard let value = Value(text.trimmingCharacters(in: .whitespaces)) else {
+                throw ConfigurationError.invalid("\(key) '\(text)' is not a \(Value.self == Int.self ? "whole number" : "number")")
+            }
+            return value
+        }
         bind = config.string(forKey: "bind", default: bind)
-        rtmpPort = config.int(forKey: "rtmpPort", default: rtmpPort)
-        httpPort = config.int(forKey: "httpPort", default: httpPort)
+        rtmpPort = try number("rtmpPort", rtmpPort)
+        httpPort = try number("httpPort", httpPort)
         dataDirectory = config.string(forKey: "dataDir", default: dataDirectory)
-        hlsSegmentDuration = config.double(forKey: "hlsSegmentDuration", default: hlsSegmentDuration)
-        hlsWindow = config.int(forKey: "hlsWindow", default: hlsWindow)
+        hlsSegmentDuration = try number("hlsSegmentDuration", hlsSegmentDuration)
+        hlsWindow = try number("hlsWindow", hlsWindow)
         hlsPath = config.string(forKey: "hlsPath")
-        publishGrace = config.double(forKey: "publishGrace", default: publishGrace)
-        handshakeTimeout = config.double(forKey: "handshakeTimeout", default: handshakeTimeout)
-        idleTimeout = config.double(forKey: "idleTimeout", default: idleTimeout)
+        publishGrace = try number("publishGrace", publishGrace)
+        handshakeTimeout = try number("handshakeTimeout", handshakeTimeout)
+        idleTimeout = try number("idleTimeout", idleTimeout)
         let level = config.string(forKey: "logLevel", default: "info")
         guard let parsedLevel = Logger.Level(rawValue: level) else {
             throw ConfigurationError.invalid("log level '\(level)' is not one of \(Logger.Level.allCases.map(\.rawValue))")

@@ -58,7 +58,9 @@ final class HLSChannelWorker: Sendable {
         var task: Task<Void, Never>?
         var subscription: StreamSubscription?
         var graceTimer: Task<Void, Never>?
+        /// Counts publishes; a grace timer only ends the playlist if no publish came after its own.
         var generation = 0
+        var shuttingDown = false
     }
 
     private let channel: HLSChannelBox
@@ -77,16 +79,17 @@ final class HLSChannelWorker: Sendable {
             state.graceTimer?.cancel()
             state.graceTimer = nil
             state.generation += 1
+            let generation = state.generation
             state.subscription = subscription
             let previous = state.task
             state.task = Task { [self] in
                 await previous?.value
-                await package(subscription)
+                await package(subscription, generation: generation)
             }
         }
     }
 
-    private func package(_ subscription: StreamSubscription) async {
+    private func package(_ subscription: StreamSubscription, generation: Int) async {
         await channel.run { $0.beginPublish() }
         for await event in subscription {
             do {
@@ -107,31 +110,36 @@ final class HLSChannelWorker: Sendable {
         } catch {
             logger.error("HLS final segment failed", metadata: ["channel": "\(channel.name)", "error": "\(error)"])
         }
-        startGraceTimer()
+        startGraceTimer(after: generation)
     }
 
-    private func startGraceTimer() {
+    /// Ends the playlist after the grace, unless another publish started meanwhile.
+    private func startGraceTimer(after generation: Int) {
         state.withLock { state in
-            let generation = state.generation
+            // A newer publish is already queued or running: its own end arms the timer.
+            guard state.generation == generation, !state.shuttingDown else { return }
             state.graceTimer = Task { [self, grace] in
                 do {
                     try await Task.sleep(for: grace)
                 } catch {
                     return
                 }
-                let stillIdle = self.state.withLock { $0.generation == generation }
-                if stillIdle { await channel.run { $0.endPlaylist() } }
+                await channel.run { channel in
+                    // Checked where the playlist changes, so a publish starting now cannot be ended.
+                    if self.state.withLock({ $0.generation == generation }) { channel.endPlaylist() }
+                }
             }
         }
     }
 
     func shutdown() async {
-        let (task, subscription, timer) = state.withLock { state in
-            (state.task, state.subscription, state.graceTimer)
+        let (task, subscription) = state.withLock { state in
+            state.shuttingDown = true
+            return (state.task, state.subscription)
         }
         subscription?.cancel()
         await task?.value
-        timer?.cancel()
+        state.withLock { $0.graceTimer?.cancel() }
         await channel.run { $0.endPlaylist() }
     }
 }

@@ -74,7 +74,7 @@ enum ByteRange {
         guard let start = Int(first), start >= 0, start < length else { return nil }
         if last.isEmpty { return start..<length }
         guard let end = Int(last), end >= start else { return nil }
-        return start..<min(end + 1, length)
+        return start..<(end >= length - 1 ? length : end + 1)
     }
 }
 

@@ -26,6 +26,7 @@ final class RTMPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
     /// While a publish is being authorized, decoding pauses so nothing overtakes the decision.
     private var awaitingAuthorization = false
     private var publisher: Publisher?
+    private var player: RTMPPlayer?
     private var closing = false
 
     init(configuration: RTMPServer.Configuration, hub: StreamHub, authorizer: any PublishAuthorizer, logger: Logger) {
@@ -50,6 +51,7 @@ final class RTMPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
     func channelInactive(context: ChannelHandlerContext) {
         handshakeTimeout?.cancel()
         finishPublishing()
+        stopPlaying()
         logger.debug("connection closed")
         context.fireChannelInactive()
     }
@@ -60,6 +62,11 @@ final class RTMPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
             return
         }
         context.fireUserInboundEventTriggered(event)
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable, !closing { process(context: context) }
+        context.fireChannelWritabilityChanged()
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
@@ -91,7 +98,9 @@ final class RTMPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
                     logger.debug("handshake complete", metadata: ["digest": "\(handshake.usedDigest)"])
                 }
             }
-            while !closing, !awaitingAuthorization, let message = try decoder.decode(&buffer) {
+            // Replies wait for a peer that does not read: decoding stops while the socket is full,
+            // so the unread input piles up against the buffer limit instead of our output growing.
+            while !closing, !awaitingAuthorization, context.channel.isWritable, let message = try decoder.decode(&buffer) {
                 perform(session.receive(message), context: context)
             }
             buffer.discardReadBytes()
@@ -125,6 +134,32 @@ final class RTMPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
             case .unpublish:
                 logger.info("publisher stopped")
                 finishPublishing()
+            case .authorizePlay(let request):
+                // Playback is open (players name a channel, never a key); on_play and signed URLs come later.
+                let next = StaticKeyAuthorizer.isValidChannelName(request.streamName)
+                    ? session.playAllowed(channel: request.streamName)
+                    : session.playRejected(code: "NetStream.Play.StreamNotFound", "not a channel name")
+                perform(next, context: context)
+            case .startPlayback(let channel, let messageStreamID):
+                // The replies queued so far (Play.Start …) must reach the player before any media.
+                if out.readableBytes > 0 {
+                    context.writeAndFlush(wrapOutboundOut(out), promise: nil)
+                    out.clear()
+                }
+                logger[metadataKey: "channel"] = "\(channel)"
+                logger.info("playing")
+                let player = RTMPPlayer(channel: context.channel, hub: hub, streamName: channel,
+                                        messageStreamID: messageStreamID, chunkSize: encoder.chunkSize,
+                                        limits: configuration.playerQueue, logger: logger)
+                self.player = player
+                player.start()
+            case .stopPlayback:
+                logger.info("player stopped")
+                stopPlaying()
+            case .receive(let kind, let enabled):
+                player?.update { kind == .audio ? ($0.receivesAudio = enabled) : ($0.receivesVideo = enabled) }
+            case .pausePlayback(let paused):
+                player?.update { $0.paused = paused }
             case .close(let reason):
                 if out.readableBytes > 0 {
                     context.writeAndFlush(wrapOutboundOut(out), promise: nil)
@@ -191,6 +226,11 @@ final class RTMPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
         logger.info("stream codecs", metadata: metadata)
     }
 
+    private func stopPlaying() {
+        player?.stop()
+        player = nil
+    }
+
     private func finishPublishing() {
         guard let publisher else { return }
         self.publisher = nil
@@ -203,6 +243,7 @@ final class RTMPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
         handshakeTimeout?.cancel()
         logger.warning("closing connection", metadata: ["reason": "\(reason)"])
         finishPublishing()
+        stopPlaying()
         context.close(promise: nil)
     }
 }

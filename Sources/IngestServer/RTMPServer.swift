@@ -17,10 +17,13 @@ public final class RTMPServer: Service, Sendable {
         public var chunkLimits: ChunkDecoder.Limits
         public var session: ServerSession.Configuration
         public var nodeID: String
+        /// Each RTMP player's queue; a player that falls this far behind skips to the next keyframe.
+        public var playerQueue: StreamSubscription.Limits
 
         public init(host: String = "0.0.0.0", port: Int = 1935, handshakeTimeout: TimeAmount = .seconds(10),
                     idleTimeout: TimeAmount = .seconds(30), chunkLimits: ChunkDecoder.Limits = .init(),
-                    session: ServerSession.Configuration = .init(), nodeID: String = "local") {
+                    session: ServerSession.Configuration = .init(), nodeID: String = "local",
+                    playerQueue: StreamSubscription.Limits = .init(maxPackets: 1024, maxBytes: 16 << 20)) {
             self.host = host
             self.port = port
             self.handshakeTimeout = handshakeTimeout
@@ -28,6 +31,7 @@ public final class RTMPServer: Service, Sendable {
             self.chunkLimits = chunkLimits
             self.session = session
             self.nodeID = nodeID
+            self.playerQueue = playerQueue
         }
     }
 
@@ -64,9 +68,10 @@ public final class RTMPServer: Service, Sendable {
         logger.info("RTMP listening", metadata: ["address": "rtmp://\(configuration.host):\(port)"])
         onListening(port)
 
-        try await withGracefulShutdownHandler {
+        // Cancellation too (another service failed): a listener left open would keep the process alive.
+        try await withTaskCancellationOrGracefulShutdownHandler {
             try await serverChannel.closeFuture.get()
-        } onGracefulShutdown: { [self] in
+        } onCancelOrGracefulShutdown: { [self] in
             logger.info("RTMP stopping: no new connections, closing open ones")
             serverChannel.close(promise: nil)
             for channel in connections.withLock({ Array($0.values) }) { channel.close(promise: nil) }

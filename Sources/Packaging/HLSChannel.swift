@@ -1,3 +1,4 @@
+import Foundation
 public import Logging
 public import MediaCore
 
@@ -16,7 +17,11 @@ public final class HLSChannel {
 
     private var description: StreamDescription?
     private var muxer: TSMuxer?
-    private var nextSequence = 0
+    /// The codec setup the current muxer was made for.
+    private var muxerDescription: StreamDescription?
+    /// Starts at the clock's seconds so segment URIs never repeat across restarts (they are cached for long).
+    private var nextSequence = Int(Date().timeIntervalSince1970)
+    private var publishedSegments = 0
     private var discontinuityPending = false
     /// Added to this publish's timestamps so the channel timeline never goes back.
     private var offset: Int64 = 0
@@ -43,17 +48,17 @@ public final class HLSChannel {
     public func beginPublish() {
         offsetChosen = false
         lastDTS = [:]
-        if nextSequence > 0 { discontinuityPending = true }
+        if publishedSegments > 0 { discontinuityPending = true }
     }
 
     /// The stream's codec setup; a change mid-publish starts a new segment.
     public func setDescription(_ newDescription: StreamDescription) throws {
         guard newDescription != description else { return }
-        if muxer != nil {
-            try closeSegment(final: true)
-            discontinuityPending = true
-        }
         description = newDescription
+        if muxer != nil {
+            discontinuityPending = true
+            try closeSegment()
+        }
     }
 
     public func write(_ packet: MediaPacket) throws {
@@ -64,10 +69,11 @@ public final class HLSChannel {
             let canStart = hasVideo ? (packet.kind == .video && packet.isKeyframe) : packet.kind == .audio
             guard canStart else { return }
             if !offsetChosen {
-                offset = nextSequence == 0 ? 0 : timelineEnd - packet.dts
+                offset = publishedSegments == 0 ? 0 : timelineEnd - packet.dts
                 offsetChosen = true
             }
             muxer = try TSMuxer(description: description)
+            muxerDescription = description
             segmentStart = packet.pts + offset
             segmentHasMedia = false
         }
@@ -83,11 +89,23 @@ public final class HLSChannel {
         }
         let isBoundary = hasVideo ? (packet.kind == .video && packet.isKeyframe) : packet.kind == .audio
         let boundaryTime = packet.kind == .video ? packet.pts : packet.dts
-        if isBoundary, segmentHasMedia,
-           Double(boundaryTime - segmentStart) >= configuration.segmentDuration * 1000 - 0.5 {
+        let length = Double(boundaryTime - segmentStart)
+        if segmentHasMedia, isBoundary && length >= configuration.segmentDuration * 1000 - 0.5 || length >= maxSegmentLength {
+            if !isBoundary {
+                logger.warning("no keyframe for too long; segment cut without one",
+                               metadata: ["seconds": "\(length / 1000)"])
+            }
             publish(data: try muxer.takeSegment(), until: boundaryTime)
         }
-        try muxer.write(packet)
+        do {
+            try muxer.write(packet)
+        } catch {
+            // One bad packet costs that packet, not the segment.
+            droppedPackets += 1
+            logger.warning("packet not muxed", metadata: ["kind": "\(packet.kind)", "dts": "\(packet.dts)",
+                                                          "error": "\(error)"])
+            return
+        }
         segmentHasMedia = true
         if packet.kind == .video {
             if let last = lastDTS[.video], packet.dts > last { frameInterval = packet.dts - last }
@@ -98,8 +116,11 @@ public final class HLSChannel {
 
     /// The publisher stopped: the segment in progress is completed and listed.
     public func endPublish() throws {
-        try closeSegment(final: true)
+        try closeSegment()
     }
+
+    /// A GOP longer than this is cut anyway, so a stream without keyframes cannot grow a segment without bound.
+    private var maxSegmentLength: Double { max(configuration.segmentDuration * 10, 20) * 1000 }
 
     /// After a muxing error: drop the segment in progress; the next keyframe starts a new one.
     public func abandonSegment() {
@@ -116,16 +137,16 @@ public final class HLSChannel {
         logger.info("playlist ended")
     }
 
-    private func closeSegment(final: Bool) throws {
+    private func closeSegment() throws {
         guard let muxer else { return }
         self.muxer = nil
         let data = try muxer.finish()
         guard segmentHasMedia else { return }
         let end: Int64
-        if description?.video != nil {
+        if muxerDescription?.video != nil {
             end = lastVideoPTS + frameInterval
         } else {
-            let sampleRate = Int64(description?.audio?.config.samplingFrequency ?? 44100)
+            let sampleRate = Int64(muxerDescription?.audio?.config.samplingFrequency ?? 44100)
             end = (lastDTS[.audio] ?? segmentStart) + 1024 * 1000 / max(sampleRate, 1)
         }
         publish(data: data, until: end)
@@ -136,6 +157,7 @@ public final class HLSChannel {
             sequence: nextSequence, duration: Double(max(end - segmentStart, 1)) / 1000,
             discontinuity: discontinuityPending, uri: "\(nextSequence).ts")
         nextSequence += 1
+        publishedSegments += 1
         discontinuityPending = false
         timelineEnd = end
         segmentStart = end

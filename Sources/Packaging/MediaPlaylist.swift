@@ -36,7 +36,6 @@ public struct MediaPlaylist: Sendable, Equatable {
     public mutating func append(_ entry: Entry) -> [Entry] {
         if entries.isEmpty { mediaSequence = entry.sequence }
         entries.append(entry)
-        ended = false
         targetDuration = max(targetDuration, Int(entry.duration.rounded()))
         var removed: [Entry] = []
         while entries.count > windowLength {

@@ -44,6 +44,11 @@ public final class SegmentStore: Sendable {
              newPlaylist: @autoclosure () -> MediaPlaylist) -> (playlist: String, evicted: [Int]) {
         channels.withLock { channels in
             var channel = channels[name] ?? Channel(playlist: newPlaylist(), renderedPlaylist: "")
+            if channel.playlist.ended {
+                // An ended playlist never changes again (RFC 8216 §6.2.1): a new publish starts a new one.
+                channel.retired += channel.playlist.entries.map(\.sequence)
+                channel.playlist = newPlaylist()
+            }
             channel.segments[entry.sequence] = data
             let left = channel.playlist.append(entry)
             channel.retired += left.map(\.sequence)

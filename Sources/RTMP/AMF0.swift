@@ -117,6 +117,9 @@ public struct AMF0Decoder: Sendable {
         var buffer = buffer
         var values: [AMF0Value] = []
         while buffer.readableBytes > 0 {
+            guard values.count < limits.maxElements else {
+                throw .tooManyElements(count: UInt32(values.count + 1), limit: limits.maxElements)
+            }
             values.append(try decode(&buffer))
         }
         return values

@@ -19,6 +19,8 @@ public enum FLVTagError: Error, Equatable, Sendable, CustomStringConvertible {
     /// Enhanced RTMP (FourCC) video; `fourCC` as four ASCII characters.
     case enhancedVideo(fourCC: String)
     case unsupportedAudioFormat(id: UInt8)
+    /// HLS carries AAC in ADTS, whose header holds object types 1–4 only (HE-AAC must be signalled implicitly).
+    case unsupportedAACObjectType(Int)
     case invalidConfiguration(CodecConfigurationError)
 
     public var description: String {
@@ -28,6 +30,8 @@ public enum FLVTagError: Error, Equatable, Sendable, CustomStringConvertible {
         case .unsupportedVideoCodec(let id): "unsupported video codec id \(id) (\(Self.videoCodecNames[id] ?? "unknown")); H.264 only"
         case .enhancedVideo(let fourCC): "Enhanced RTMP video '\(fourCC)' is not supported yet; H.264 only"
         case .unsupportedAudioFormat(let id): "unsupported audio format id \(id) (\(Self.audioFormatNames[id] ?? "unknown")); AAC only"
+        case .unsupportedAACObjectType(let type):
+            "unsupported AAC object type \(type); AAC-LC (2), or HE-AAC signalled implicitly, only"
         case .invalidConfiguration(let error): "invalid codec configuration: \(error)"
         }
     }
@@ -83,11 +87,14 @@ extension FLVTag {
         guard let packetType = body.readInteger(as: UInt8.self) else { throw .truncated("AAC audio tag header") }
         let rest = body.readBytes(length: body.readableBytes) ?? []
         if packetType == 0 {
+            let config: AudioSpecificConfig
             do {
-                return .aacSequenceHeader(try AudioSpecificConfig(bytes: rest))
+                config = try AudioSpecificConfig(bytes: rest)
             } catch {
                 throw .invalidConfiguration(error)
             }
+            guard (1...4).contains(config.audioObjectType) else { throw .unsupportedAACObjectType(config.audioObjectType) }
+            return .aacSequenceHeader(config)
         }
         return .aacRaw(rest)
     }
@@ -119,7 +126,8 @@ public struct MediaDemuxer: Sendable {
             // NAL units before a sequence header cannot be decoded by anyone.
             guard description.video != nil, !data.isEmpty else { return nil }
             let dts = videoClock.unwrap(timestamp)
-            return .packet(MediaPacket(kind: .video, dts: dts, pts: dts + Int64(compositionTime),
+            // A negative composition time would put presentation before decoding, which no muxer accepts.
+            return .packet(MediaPacket(kind: .video, dts: dts, pts: dts + Int64(max(compositionTime, 0)),
                                        isKeyframe: isKeyframe, data: data))
         case .avcEndOfSequence, .videoInfo, .aacSequenceHeader, .aacRaw:
             return nil

@@ -13,13 +13,15 @@ public struct ServerSession: Sendable {
         public var windowAcknowledgementSize: UInt32 = 5_000_000
         public var peerBandwidth: UInt32 = 5_000_000
         public var maxMessageStreams = 8
+        /// Commands and metadata are small; this bounds what AMF0 decoding may allocate.
+        public var maxCommandLength = 128 << 10
         public var fmsVersion = "FMS/3,0,1,123"
 
         public init() {}
     }
 
     /// A publisher asking to publish `streamName` (the stream key) in `app`.
-    public struct PublishRequest: Sendable, Equatable {
+    public struct PublishRequest: Sendable, Equatable, CustomStringConvertible {
         public var app: String
         public var tcURL: String?
         /// The publishing name without its query string. This is the stream key: never log it.
@@ -29,6 +31,11 @@ public struct ServerSession: Sendable {
         /// "live", "record" or "append" as sent.
         public var publishType: String
         public var messageStreamID: MessageStreamID
+
+        /// Interpolated into logs by accident one day: never the key.
+        public var description: String {
+            "publish \(ServerSession.masked(streamName)) in \(app) on stream \(messageStreamID)"
+        }
     }
 
     public enum Rejection: Error, Sendable, Equatable {
@@ -44,6 +51,16 @@ public struct ServerSession: Sendable {
         case setOutgoingChunkSize(Int)
         /// Decide, then call `publishAllowed(channel:)` or `publishRejected(_:)`.
         case authorizePublish(PublishRequest)
+        /// Decide, then call `playAllowed(channel:)` or `playRejected(_:)`.
+        case authorizePlay(PlayRequest)
+        /// Start sending `channel` on the message stream (after the replies before it).
+        case startPlayback(channel: String, messageStreamID: MessageStreamID)
+        /// Stop sending media to this player.
+        case stopPlayback
+        /// `receiveAudio`/`receiveVideo` from the player.
+        case receive(MediaKind, enabled: Bool)
+        /// `pause` from the player (true) or its resume (false).
+        case pausePlayback(Bool)
         case streamDescription(StreamDescription)
         case media(MediaPacket)
         case metadata([AMF0Property])
@@ -58,16 +75,18 @@ public struct ServerSession: Sendable {
         case connected
         case authorizing(PublishRequest)
         case publishing(channel: String, messageStreamID: MessageStreamID)
+        case authorizingPlay(PlayRequest)
+        case playing(channel: String, messageStreamID: MessageStreamID)
         case closed
     }
 
     public let configuration: Configuration
-    public private(set) var state: State = .awaitingConnect
+    public internal(set) var state: State = .awaitingConnect
     public private(set) var app = ""
     public private(set) var tcURL: String?
     /// Whether the client said it understands GoAway (OBS does); kept for graceful redirects.
     public private(set) var supportsGoAway = false
-    private var messageStreams: Set<MessageStreamID> = []
+    var messageStreams: Set<MessageStreamID> = []
     private var nextMessageStreamID: MessageStreamID = 1
     private var demuxer = MediaDemuxer()
     private var pendingMetadata: [AMF0Property]?
@@ -113,7 +132,9 @@ public struct ServerSession: Sendable {
             return []
         case .commandAMF3, .dataAMF3, .sharedObjectAMF3, .sharedObjectAMF0:
             return close("AMF3 and shared-object messages are not supported (type \(message.typeID))")
-        case .setChunkSize, .abort, .acknowledgement, .setPeerBandwidth, .aggregate, nil:
+        case .aggregate:
+            return close("aggregate messages are not supported")
+        case .setChunkSize, .abort, .acknowledgement, .setPeerBandwidth, nil:
             // Chunking is the decoder's; the rest asks nothing of a server.
             return []
         }
@@ -148,6 +169,9 @@ public struct ServerSession: Sendable {
     // MARK: Commands
 
     private mutating func command(_ message: RTMPMessage) -> [Action] {
+        guard message.payload.readableBytes <= configuration.maxCommandLength else {
+            return close("command of \(message.payload.readableBytes) bytes exceeds \(configuration.maxCommandLength)")
+        }
         let values: [AMF0Value]
         do {
             values = try amf.decodeAll(message.payload)
@@ -190,22 +214,32 @@ public struct ServerSession: Sendable {
             return []
         case "deleteStream", "closeStream":
             let id = name == "deleteStream"
-                ? arguments.first?.numberValue.map { MessageStreamID(clamping: Int($0)) } ?? message.messageStreamID
+                ? arguments.first?.numberValue.flatMap { MessageStreamID(exactly: $0) } ?? message.messageStreamID
                 : message.messageStreamID
             var actions: [Action] = []
-            if case .publishing(_, let publishingID) = state, publishingID == id {
+            switch state {
+            case .publishing(_, let publishingID) where publishingID == id:
                 state = .connected
                 actions.append(.unpublish)
-            } else if case .authorizing(let request) = state, request.messageStreamID == id {
+            case .playing(_, let playingID) where playingID == id:
                 state = .connected
+                actions.append(.stopPlayback)
+            case .authorizing(let request) where request.messageStreamID == id:
+                state = .connected
+            case .authorizingPlay(let request) where request.messageStreamID == id:
+                state = .connected
+            default:
+                break
             }
             if name == "deleteStream" { messageStreams.remove(id) }
             return actions
-        case "play", "play2":
-            return [
-                .send(Self.onStatus(.error, "NetStream.Play.Failed", "playback is not available on this server yet",
-                                    messageStreamID: message.messageStreamID))
-            ] + close("play requested; RTMP playback is not enabled")
+        case "play":
+            return play(message.messageStreamID, arguments: arguments)
+        case "receiveAudio", "receiveVideo":
+            guard case .playing = state, let flag = arguments.first?.booleanValue else { return [] }
+            return [.receive(name == "receiveAudio" ? .audio : .video, enabled: flag)]
+        case "pause":
+            return pause(message.messageStreamID, arguments: arguments)
         default:
             // Unknown commands (getStreamLength, _checkbw, …) get no answer, as in nginx-rtmp.
             return []
@@ -258,6 +292,9 @@ public struct ServerSession: Sendable {
     // MARK: Data and media
 
     private mutating func data(_ message: RTMPMessage) -> [Action] {
+        guard message.payload.readableBytes <= configuration.maxCommandLength else {
+            return close("data message of \(message.payload.readableBytes) bytes exceeds \(configuration.maxCommandLength)")
+        }
         let values: [AMF0Value]
         do {
             values = try amf.decodeAll(message.payload)
@@ -304,15 +341,20 @@ public struct ServerSession: Sendable {
 
     // MARK: Replies
 
-    private func result(_ transactionID: Double, _ value: AMF0Value) -> Action {
+    func result(_ transactionID: Double, _ value: AMF0Value) -> Action {
         .send(ControlMessage.command([.string("_result"), .number(transactionID), .null, value],
                                      chunkStreamID: Self.commandChunkStream))
     }
 
-    private mutating func close(_ reason: String) -> [Action] {
-        let wasPublishing = if case .publishing = state { true } else { false }
+    mutating func close(_ reason: String) -> [Action] {
+        var actions: [Action] = []
+        switch state {
+        case .publishing: actions.append(.unpublish)
+        case .playing: actions.append(.stopPlayback)
+        default: break
+        }
         state = .closed
-        return (wasPublishing ? [.unpublish] : []) + [.close(reason: reason)]
+        return actions + [.close(reason: reason)]
     }
 
     enum Level: String { case status, error }
@@ -333,9 +375,15 @@ public struct ServerSession: Sendable {
         name.firstIndex(of: "?").map { String(name[..<$0]) } ?? name
     }
 
-    /// A stream key as it may appear in logs and replies: its first two characters.
+    /// A stream key as it may appear in logs and replies: a short SHA-256 fingerprint, none of its characters.
     public static func masked(_ key: String) -> String {
-        key.count <= 4 ? "****" : String(key.prefix(2)) + String(repeating: "*", count: 6)
+        "key#" + SHA256.hash(Array(key.utf8)).prefix(4).map { String($0, radix: 16).leftPadded(to: 2) }.joined()
+    }
+}
+
+extension String {
+    fileprivate func leftPadded(to width: Int) -> String {
+        String(repeating: "0", count: max(0, width - count)) + self
     }
 }
 

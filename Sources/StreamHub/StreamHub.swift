@@ -24,6 +24,9 @@ public final class StreamHub: Sendable {
     private struct State {
         var streams: [String: LiveStream] = [:]
         var observers: [Observer] = []
+        /// Consumers waiting for a channel to go live, by channel and waiter id.
+        var waiters: [String: [UInt64: CheckedContinuation<LiveStream?, Never>]] = [:]
+        var nextWaiterID: UInt64 = 0
     }
 
     private let state = Mutex(State())
@@ -46,12 +49,13 @@ public final class StreamHub: Sendable {
     /// Claims `channel` for a publisher; fails when it is already live.
     public func startPublishing(channel: String, app: String, nodeID: String = "local") async throws(HubError) -> Publisher {
         let stream = LiveStream(channel: channel, app: app, gopCacheLimits: gopCacheLimits)
-        let observers = try state.withLock { state throws(HubError) -> [Observer] in
+        let (observers, waiters) = try state.withLock { state throws(HubError) in
             guard state.streams[channel] == nil else { throw .alreadyLive(channel: channel) }
             state.streams[channel] = stream
-            return state.observers
+            return (state.observers, state.waiters.removeValue(forKey: channel) ?? [:])
         }
         for observer in observers { observer(stream) }
+        for waiter in waiters.values { waiter.resume(returning: stream) }
         do {
             try await registry.streamStarted(ActiveStream(channel: channel, app: app, nodeID: nodeID,
                                                           startedAt: stream.startedAt))
@@ -60,6 +64,32 @@ public final class StreamHub: Sendable {
             logger.error("registry did not record stream start", metadata: ["channel": "\(channel)", "error": "\(error)"])
         }
         return Publisher(stream: stream) { [weak self] in await self?.ended(stream) }
+    }
+
+    /// The live stream on `channel`, now or when it starts; nil if the task is cancelled first.
+    public func waitForStream(channel: String) async -> LiveStream? {
+        let id = state.withLock { state in
+            state.nextWaiterID += 1
+            return state.nextWaiterID
+        }
+        return await withTaskCancellationHandler {
+            await withCheckedContinuation { (continuation: CheckedContinuation<LiveStream?, Never>) in
+                let ready: LiveStream?? = state.withLock { state in
+                    if let stream = state.streams[channel] { return .some(stream) }
+                    if Task.isCancelled { return .some(nil) }
+                    state.waiters[channel, default: [:]][id] = continuation
+                    return .none
+                }
+                if let ready { continuation.resume(returning: ready) }
+            }
+        } onCancel: {
+            let waiter = state.withLock { state in
+                let waiter = state.waiters[channel]?.removeValue(forKey: id)
+                if state.waiters[channel]?.isEmpty == true { state.waiters[channel] = nil }
+                return waiter
+            }
+            waiter?.resume(returning: nil)
+        }
     }
 
     /// The live stream on `channel`, if any.

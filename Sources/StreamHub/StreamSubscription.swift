@@ -127,6 +127,7 @@ public final class StreamSubscription: AsyncSequence, Sendable {
                 let immediate: StreamEvent?? = state.withLock { state in
                     if let event = state.popFirst() { return .some(event) }
                     if state.finished || Task.isCancelled { return .some(nil) }
+                    precondition(state.waiter == nil, "StreamSubscription has one consumer; next() called concurrently")
                     state.waiter = continuation
                     return .none
                 }
@@ -134,6 +135,17 @@ public final class StreamSubscription: AsyncSequence, Sendable {
             }
         } onCancel: {
             cancel()
+        }
+    }
+
+    /// Everything queued (at least one event, at most `limit`), or nil when the stream ended:
+    /// a consumer that writes to a socket sends a batch in one write.
+    public func nextBatch(limit: Int = 256) async -> [StreamEvent]? {
+        guard let first = await next() else { return nil }
+        return state.withLock { state in
+            var batch = [first]
+            while batch.count < limit, let event = state.popFirst() { batch.append(event) }
+            return batch
         }
     }
 

@@ -52,13 +52,13 @@ struct Serve: AsyncParsableCommand {
             if let content { flags[AbsoluteConfigKey(stringLiteral: "estuary.\(key)")] = ConfigValue(content, isSecret: false) }
         }
         flag("bind", bind.map(ConfigContent.string))
-        flag("rtmpPort", rtmpPort.map(ConfigContent.int))
-        flag("httpPort", httpPort.map(ConfigContent.int))
+        flag("rtmpPort", rtmpPort.map { .string("\($0)") })
+        flag("httpPort", httpPort.map { .string("\($0)") })
         flag("dataDir", dataDir.map(ConfigContent.string))
-        flag("hlsSegmentDuration", hlsSegmentDuration.map(ConfigContent.double))
-        flag("hlsWindow", hlsWindow.map(ConfigContent.int))
+        flag("hlsSegmentDuration", hlsSegmentDuration.map { .string("\($0)") })
+        flag("hlsWindow", hlsWindow.map { .string("\($0)") })
         flag("hlsPath", hlsPath.map(ConfigContent.string))
-        flag("publishGrace", publishGrace.map(ConfigContent.double))
+        flag("publishGrace", publishGrace.map { .string("\($0)") })
         flag("streamKey", streamKey.isEmpty ? nil : .stringArray(streamKey))
         flag("streamKeysFile", streamKeysFile.map(ConfigContent.string))
         flag("logLevel", logLevel.map(ConfigContent.string))

@@ -61,7 +61,9 @@ struct ServerSessionTests {
         let fcPublish = session.receive(Client.command([.string("FCPublish"), .number(3), .null, .string("obs-test-key")]))
         #expect(sentCommand(fcPublish[0])?[0] == .string("onFCPublish"))
         // The reply must not echo the key.
-        #expect(sentCommand(fcPublish[0])?[3]["description"] == .string("ob******"))
+        #expect(sentCommand(fcPublish[0])?[3]["description"] == .string(ServerSession.masked("obs-test-key")))
+        #expect(ServerSession.masked("obs-test-key").hasPrefix("key#"))
+        #expect(!ServerSession.masked("obs-test-key").contains("obs"))
         let created = session.receive(Client.command([.string("createStream"), .number(4), .null]))
         #expect(sentCommand(created[0]) == [.string("_result"), .number(4), .null, .number(1)])
 

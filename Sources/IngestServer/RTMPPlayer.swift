@@ -1,0 +1,105 @@
+import Logging
+import MediaCore
+import NIOCore
+import RTMP
+import StreamHub
+import Synchronization
+
+/// Sends one channel to one RTMP player: waits for the channel to be live,
+/// subscribes with a bounded queue, and writes batches of messages, awaiting
+/// each write so a slow socket backs up only this player's queue (which then
+/// drops to the next keyframe). Survives republishes; ends when cancelled.
+final class RTMPPlayer: Sendable {
+    /// What the player asked for since it started (receiveAudio/receiveVideo/pause).
+    struct Controls: Sendable {
+        var receivesAudio = true
+        var receivesVideo = true
+        var paused = false
+    }
+
+    private let channel: any Channel
+    private let hub: StreamHub
+    private let streamName: String
+    private let messageStreamID: MessageStreamID
+    private let chunkSize: Int
+    private let limits: StreamSubscription.Limits
+    private let logger: Logger
+    private let controls = Mutex(Controls())
+    private let task = Mutex<Task<Void, Never>?>(nil)
+
+    init(channel: any Channel, hub: StreamHub, streamName: String, messageStreamID: MessageStreamID, chunkSize: Int,
+         limits: StreamSubscription.Limits, logger: Logger) {
+        self.channel = channel
+        self.hub = hub
+        self.streamName = streamName
+        self.messageStreamID = messageStreamID
+        self.chunkSize = chunkSize
+        self.limits = limits
+        self.logger = logger
+    }
+
+    func start() {
+        task.withLock { $0 = Task { await self.run() } }
+    }
+
+    func stop() {
+        task.withLock { $0?.cancel() }
+    }
+
+    func update(_ change: (inout Controls) -> Void) {
+        controls.withLock { change(&$0) }
+    }
+
+    private func run() async {
+        var muxer = PlaybackMuxer(messageStreamID: messageStreamID)
+        var encoder = ChunkEncoder()
+        encoder.setChunkSize(chunkSize)
+        var firstStream = true
+        while !Task.isCancelled, channel.isActive {
+            guard let stream = await hub.waitForStream(channel: streamName) else { break }
+            // Like nginx-rtmp's default (play_restart off), a republish is not announced: ffmpeg and
+            // librtmp end playback on UnpublishNotify. The player sees a pause, then new sequence headers.
+            if !firstStream { muxer.streamRestarted() }
+            firstStream = false
+            let subscription = stream.subscribe(limits: limits)
+            var reported = 0
+            while let batch = await subscription.nextBatch() {
+                let controls = controls.withLock { $0 }
+                muxer.receivesAudio = controls.receivesAudio
+                muxer.receivesVideo = controls.receivesVideo
+                muxer.isPaused = controls.paused
+                var messages: [RTMPMessage] = []
+                for event in batch {
+                    switch event {
+                    case .description(let description): messages += muxer.description(description)
+                    case .metadata(let metadata): messages.append(muxer.metadata(metadata))
+                    case .packet(let packet): if let message = muxer.packet(packet) { messages.append(message) }
+                    }
+                }
+                guard await write(messages, encoder: encoder) else {
+                    subscription.cancel()
+                    return
+                }
+                let dropped = subscription.droppedPackets
+                if dropped > reported {
+                    logger.debug("player fell behind; skipped to a keyframe", metadata: ["dropped": "\(dropped)"])
+                    reported = dropped
+                }
+            }
+        }
+    }
+
+    /// Writes and flushes; false when the connection is gone.
+    private func write(_ messages: [RTMPMessage], encoder: ChunkEncoder) async -> Bool {
+        guard !messages.isEmpty else { return true }
+        var buffer = channel.allocator.buffer(capacity: messages.reduce(0) { $0 + $1.payload.readableBytes + 16 })
+        for message in messages { encoder.encode(message, into: &buffer) }
+        do {
+            try await channel.writeAndFlush(buffer)
+            return true
+        } catch {
+            logger.debug("player write failed", metadata: ["error": "\(error)"])
+            return false
+        }
+    }
+}
