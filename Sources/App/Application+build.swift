@@ -46,7 +46,15 @@ public struct EstuaryApplication: Service, CustomStringConvertible {
     public func run() async throws {
         // Shutdown goes in reverse: RTMP stops first, then HLS ends the playlists, then HTTP.
         let group = ServiceGroup(configuration: .init(services: services.map { .init(service: $0) }, logger: logger))
-        try await group.run()
+        do {
+            try await group.run()
+        } catch {
+            rtmpPort.fail(error)
+            httpPort.fail(error)
+            throw error
+        }
+        rtmpPort.fail(ListeningPort.NotListening())
+        httpPort.fail(ListeningPort.NotListening())
     }
 }
 

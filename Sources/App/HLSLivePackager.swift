@@ -24,19 +24,31 @@ final class HLSLivePackager: Service, Sendable {
         hub.observe { [self] stream in
             // Subscribe now, inside the hub's start, so not one packet is missed.
             let subscription = stream.subscribe(limits: .init(maxPackets: 8192, maxBytes: 256 << 20))
-            worker(for: stream.channel).start(subscription)
+            // Under the workers lock, so a retiring worker cannot be removed between lookup and start.
+            workers.withLock { workers in
+                let worker = workers[stream.channel] ?? HLSChannelWorker(
+                    channel: HLSChannelBox(name: stream.channel, configuration: configuration, store: store, logger: logger),
+                    grace: grace, retention: retention, logger: logger) { [weak self] worker, generation in
+                        await self?.retire(worker, generation: generation)
+                    }
+                workers[stream.channel] = worker
+                worker.start(subscription)
+            }
         }
     }
 
-    private func worker(for channel: String) -> HLSChannelWorker {
-        workers.withLock { workers in
-            if let worker = workers[channel] { return worker }
-            let worker = HLSChannelWorker(
-                channel: HLSChannelBox(name: channel, configuration: configuration, store: store, logger: logger),
-                grace: grace, logger: logger)
-            workers[channel] = worker
-            return worker
+    /// How long an ended playlist stays served (players finishing it), before the channel is freed.
+    private var retention: Duration {
+        .milliseconds(Int64(configuration.segmentDuration * Double(configuration.windowLength) * 1000)) + .seconds(60)
+    }
+
+    private func retire(_ worker: HLSChannelWorker, generation: Int) async {
+        let retired = workers.withLock { workers in
+            guard workers[worker.name] === worker, worker.isIdle(since: generation) else { return false }
+            workers[worker.name] = nil
+            return true
         }
+        if retired { await worker.retire() }
     }
 
     func run() async throws {
@@ -65,13 +77,29 @@ final class HLSChannelWorker: Sendable {
 
     private let channel: HLSChannelBox
     private let grace: Duration
+    private let retention: Duration
     private let logger: Logger
+    private let onEnded: @Sendable (HLSChannelWorker, Int) async -> Void
     private let state = Mutex(State())
 
-    init(channel: HLSChannelBox, grace: Duration, logger: Logger) {
+    var name: String { channel.name }
+
+    init(channel: HLSChannelBox, grace: Duration, retention: Duration, logger: Logger,
+         onEnded: @escaping @Sendable (HLSChannelWorker, Int) async -> Void) {
         self.channel = channel
         self.grace = grace
+        self.retention = retention
         self.logger = logger
+        self.onEnded = onEnded
+    }
+
+    /// No publish started after `generation`.
+    func isIdle(since generation: Int) -> Bool {
+        state.withLock { $0.generation == generation && !$0.shuttingDown }
+    }
+
+    func retire() async {
+        await channel.run { $0.retire() }
     }
 
     func start(_ subscription: StreamSubscription) {
@@ -118,16 +146,25 @@ final class HLSChannelWorker: Sendable {
         state.withLock { state in
             // A newer publish is already queued or running: its own end arms the timer.
             guard state.generation == generation, !state.shuttingDown else { return }
-            state.graceTimer = Task { [self, grace] in
+            state.graceTimer = Task { [self, grace, retention] in
                 do {
                     try await Task.sleep(for: grace)
                 } catch {
                     return
                 }
-                await channel.run { channel in
+                let ended = await channel.run { channel in
                     // Checked where the playlist changes, so a publish starting now cannot be ended.
-                    if self.state.withLock({ $0.generation == generation }) { channel.endPlaylist() }
+                    guard self.state.withLock({ $0.generation == generation }) else { return false }
+                    channel.endPlaylist()
+                    return true
                 }
+                guard ended else { return }
+                do {
+                    try await Task.sleep(for: retention)
+                } catch {
+                    return
+                }
+                await onEnded(self, generation)
             }
         }
     }

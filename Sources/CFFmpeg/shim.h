@@ -9,11 +9,14 @@
 #include <libavutil/opt.h>
 #include <libavutil/mathematics.h>
 #include <errno.h>
+#include <stdint.h>
 #include <string.h>
 
 /* AVERROR(e) and AV_NOPTS_VALUE are macros Swift cannot import. */
 static inline int estuary_averror(int errnum) { return AVERROR(errnum); }
 static inline int64_t estuary_av_nopts_value(void) { return AV_NOPTS_VALUE; }
+/* AVERROR_INVALIDDATA is built with FFERRTAG, a function-like macro. */
+static inline int estuary_averror_invaliddata(void) { return AVERROR_INVALIDDATA; }
 
 /* A growable byte buffer that a muxer writes into through a custom AVIOContext.
  * Kept in C so the write callback matches libavformat's prototype exactly
@@ -32,6 +35,7 @@ static int estuary_membuf_write(void *opaque, uint8_t *buf, int buf_size)
 {
     estuary_membuf *mb = (estuary_membuf *)opaque;
     if (buf_size <= 0) return 0;
+    if ((size_t)buf_size > SIZE_MAX / 4 - mb->size) return AVERROR(ENOMEM);
     if (mb->size + (size_t)buf_size > mb->capacity) {
         size_t capacity = mb->capacity ? mb->capacity : 65536;
         while (capacity < mb->size + (size_t)buf_size) capacity *= 2;

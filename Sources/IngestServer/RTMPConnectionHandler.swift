@@ -22,7 +22,8 @@ final class RTMPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
     private var session: ServerSession
     private var buffer = ByteBuffer()
     private var bytesReceived: UInt64 = 0
-    private var handshakeTimeout: Scheduled<Void>?
+    /// Until the handshake completes, then until a publish or play is accepted.
+    private var setupTimeout: Scheduled<Void>?
     /// While a publish is being authorized, decoding pauses so nothing overtakes the decision.
     private var awaitingAuthorization = false
     private var publisher: Publisher?
@@ -40,16 +41,21 @@ final class RTMPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
 
     func channelActive(context: ChannelHandlerContext) {
         logger.debug("connection opened", metadata: ["peer": "\(context.remoteAddress.map { "\($0)" } ?? "?")"])
-        let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
-        handshakeTimeout = context.eventLoop.scheduleTask(in: configuration.handshakeTimeout) {
-            let (handler, context) = loopBound.value
-            handler.close(context: context, reason: "handshake not completed within \(handler.configuration.handshakeTimeout)")
-        }
+        armSetupTimeout(context: context, after: configuration.handshakeTimeout, reason: "handshake not completed")
         context.fireChannelActive()
     }
 
+    private func armSetupTimeout(context: ChannelHandlerContext, after delay: TimeAmount, reason: String) {
+        setupTimeout?.cancel()
+        let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        setupTimeout = context.eventLoop.scheduleTask(in: delay) {
+            let (handler, context) = loopBound.value
+            handler.close(context: context, reason: "\(reason) within \(delay)")
+        }
+    }
+
     func channelInactive(context: ChannelHandlerContext) {
-        handshakeTimeout?.cancel()
+        setupTimeout?.cancel()
         finishPublishing()
         stopPlaying()
         logger.debug("connection closed")
@@ -94,7 +100,7 @@ final class RTMPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
                 case .send(let reply):
                     context.writeAndFlush(wrapOutboundOut(reply), promise: nil)
                 case .complete:
-                    handshakeTimeout?.cancel()
+                    armSetupTimeout(context: context, after: configuration.sessionSetupTimeout, reason: "no publish or play")
                     logger.debug("handshake complete", metadata: ["digest": "\(handshake.usedDigest)"])
                 }
             }
@@ -148,6 +154,7 @@ final class RTMPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
                 }
                 logger[metadataKey: "channel"] = "\(channel)"
                 logger.info("playing")
+                setupTimeout?.cancel()
                 let player = RTMPPlayer(channel: context.channel, hub: hub, streamName: channel,
                                         messageStreamID: messageStreamID, chunkSize: encoder.chunkSize,
                                         limits: configuration.playerQueue, logger: logger)
@@ -206,6 +213,7 @@ final class RTMPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
                 return
             }
             self.publisher = publisher
+            setupTimeout?.cancel()
             logger[metadataKey: "channel"] = "\(publisher.stream.channel)"
             logger.info("publishing")
             perform(session.publishAllowed(channel: publisher.stream.channel), context: context)
@@ -240,7 +248,7 @@ final class RTMPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
     private func close(context: ChannelHandlerContext, reason: String) {
         guard !closing else { return }
         closing = true
-        handshakeTimeout?.cancel()
+        setupTimeout?.cancel()
         logger.warning("closing connection", metadata: ["reason": "\(reason)"])
         finishPublishing()
         stopPlaying()

@@ -13,7 +13,11 @@ public final class RTMPServer: Service, Sendable {
         public var host: String
         public var port: Int
         public var handshakeTimeout: TimeAmount
+        /// From the end of the handshake to a publish or play being accepted.
+        public var sessionSetupTimeout: TimeAmount
         public var idleTimeout: TimeAmount
+        /// Connections beyond this are closed at once.
+        public var maxConnections: Int
         public var chunkLimits: ChunkDecoder.Limits
         public var session: ServerSession.Configuration
         public var nodeID: String
@@ -21,13 +25,16 @@ public final class RTMPServer: Service, Sendable {
         public var playerQueue: StreamSubscription.Limits
 
         public init(host: String = "0.0.0.0", port: Int = 1935, handshakeTimeout: TimeAmount = .seconds(10),
-                    idleTimeout: TimeAmount = .seconds(30), chunkLimits: ChunkDecoder.Limits = .init(),
+                    sessionSetupTimeout: TimeAmount = .seconds(30), idleTimeout: TimeAmount = .seconds(30),
+                    maxConnections: Int = 2000, chunkLimits: ChunkDecoder.Limits = .init(),
                     session: ServerSession.Configuration = .init(), nodeID: String = "local",
                     playerQueue: StreamSubscription.Limits = .init(maxPackets: 1024, maxBytes: 16 << 20)) {
             self.host = host
             self.port = port
             self.handshakeTimeout = handshakeTimeout
+            self.sessionSetupTimeout = sessionSetupTimeout
             self.idleTimeout = idleTimeout
+            self.maxConnections = maxConnections
             self.chunkLimits = chunkLimits
             self.session = session
             self.nodeID = nodeID
@@ -83,7 +90,18 @@ public final class RTMPServer: Service, Sendable {
         var connectionLogger = logger
         connectionLogger[metadataKey: "conn"] = "\(id)"
         let key = ObjectIdentifier(channel)
-        connections.withLock { $0[key] = channel }
+        let admitted = connections.withLock { connections in
+            guard connections.count < configuration.maxConnections else { return false }
+            connections[key] = channel
+            return true
+        }
+        guard admitted else {
+            connectionLogger.warning("closing connection", metadata: [
+                "reason": "connection limit of \(configuration.maxConnections) reached",
+            ])
+            channel.close(promise: nil)
+            return
+        }
         channel.closeFuture.whenComplete { [self] _ in _ = connections.withLock { $0.removeValue(forKey: key) } }
         try channel.pipeline.syncOperations.addHandlers([
             IdleStateHandler(readTimeout: configuration.idleTimeout),

@@ -130,6 +130,12 @@ public final class HLSChannel {
         offsetChosen = true
     }
 
+    /// Frees the channel's playlist and segments (long after it ended).
+    public func retire() {
+        store.remove(channel: name)
+        logger.debug("channel retired from memory")
+    }
+
     /// The grace period passed without a new publish: the playlist ends.
     public func endPlaylist() {
         guard let playlist = store.end(channel: name) else { return }

@@ -76,6 +76,11 @@ public final class SegmentStore: Sendable {
         }
     }
 
+    /// Forgets a channel whose playlist ended long enough ago.
+    func remove(channel name: String) {
+        _ = channels.withLock { $0.removeValue(forKey: name) }
+    }
+
     public var channelNames: [String] {
         channels.withLock { Array($0.keys) }
     }

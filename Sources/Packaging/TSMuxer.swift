@@ -1,153 +1,293 @@
 import CFFmpeg
 public import MediaCore
 
-/// An error from a libav call, with libav's own text.
-public struct LibAVError: Error, CustomStringConvertible, Equatable {
-    public let operation: String
-    public let code: Int32
-
-    public var description: String {
-        var text = [CChar](repeating: 0, count: 256)
-        av_strerror(code, &text, text.count)
-        let message = text.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
-        return "\(operation) failed: \(message) (\(code))"
-    }
-
-    static func check(_ code: Int32, _ operation: @autoclosure () -> String) throws(LibAVError) {
-        if code < 0 { throw LibAVError(operation: operation(), code: code) }
-    }
-}
-
-/// libavformat's `mpegts` muxer writing into memory.
+/// libavformat's `mpegts` muxer writing into memory, cut into independently decodable segments.
 ///
-/// Segments are cut by the caller: `takeSegment()` flushes what the muxer
-/// holds and returns the bytes since the previous cut, and makes the next
-/// packet start with PAT and PMT so every segment decodes on its own. One
-/// muxer serves a whole publish so continuity counters and timestamps run on
-/// across segments. Not thread-safe; frees everything in `deinit`.
+/// One muxer serves a whole publish, so continuity counters and timestamps run on across
+/// segments. The caller decides where segments end: `takeSegment()` flushes what the muxer
+/// holds and returns the bytes since the previous cut, and the next segment starts with PAT
+/// and PMT again.
+///
+/// What comes out:
+/// - Video is H.264 Annex B: libav's automatic `h264_mp4toannexb` filter turns the AVCC
+///   payloads into start-code form, with an access unit delimiter before each frame and
+///   SPS/PPS (from the avcC) before each IDR picture that lacks them.
+/// - Audio is AAC in ADTS frames, built by the muxer from the AudioSpecificConfig; one frame
+///   per PES packet (about 2 TS packets per frame at 96 kb/s).
+/// - TS timestamps are the packets' own: millisecond times × 90 on the 90 kHz clock, with no
+///   offset (`max_delay` is 0, which is what would otherwise be added), PCR on the video PID
+///   (audio when there is no video) equal to the DTS.
+/// - Every segment begins with PAT then PMT; libav's SDT follows them.
+///
+/// Not thread-safe: one owner drives it. It owns its `AVFormatContext`, the in-memory
+/// `AVIOContext` and a reusable `AVPacket`, and frees them in `deinit`, finished or not.
 public final class TSMuxer {
+    private let nalUnitLengthSize: Int
+    private let output: AVIOMemoryWriter
     private var context: UnsafeMutablePointer<AVFormatContext>?
-    private var output: UnsafeMutablePointer<estuary_membuf>
     private var packet: UnsafeMutablePointer<AVPacket>?
-    private var videoStream: Int32 = -1
-    private var audioStream: Int32 = -1
+    private var video: Track?
+    private var audio: Track?
     private var finished = false
-    private static let millisecond = AVRational(num: 1, den: 1000)
 
+    private static let millisecond = AVRational(num: 1, den: 1000)
+    private static let serviceDescriptionPID = 0x11
+
+    /// One elementary stream and the last timestamps written to it.
+    private struct Track {
+        let stream: UnsafeMutablePointer<AVStream>
+        /// The last packet's DTS as given (ms) and as written (stream time base).
+        var last: (input: Int64, written: Int64)?
+    }
+
+    /// Creates a muxer with a video stream (H.264, the avcC as extradata) and an audio stream
+    /// (AAC, the AudioSpecificConfig as extradata) for whichever the description has, and
+    /// writes the TS header.
+    ///
+    /// Throws when the description has no track or its codec configuration is unusable.
     public init(description: StreamDescription) throws(LibAVError) {
-        output = .allocate(capacity: 1)
-        output.initialize(to: estuary_membuf(data: nil, size: 0, capacity: 0))
+        guard description.video != nil || description.audio != nil else {
+            throw .invalidArgument("creating a TS muxer without tracks")
+        }
+        if let video = description.video {
+            // libav only reads the avcC at the first packet; check the bytes it will read now.
+            do {
+                nalUnitLengthSize = try AVCDecoderConfigurationRecord(bytes: video.avcC.bytes).nalUnitLengthSize
+            } catch {
+                throw .invalidData("reading the avcC (\(error))")
+            }
+        } else {
+            nalUnitLengthSize = 4
+        }
+        output = try AVIOMemoryWriter()
+        // Every stored property is set from here on, so a throw runs deinit, which frees what exists.
+
         var context: UnsafeMutablePointer<AVFormatContext>?
         try LibAVError.check(avformat_alloc_output_context2(&context, nil, "mpegts", nil), "allocating the mpegts muxer")
+        guard let context else { throw .outOfMemory("allocating the mpegts muxer") }
         self.context = context
-        guard let context else { throw LibAVError(operation: "allocating the mpegts muxer", code: estuary_averror(ENOMEM)) }
-        guard let pb = estuary_avio_open_membuf(output) else {
-            throw LibAVError(operation: "allocating the output buffer", code: estuary_averror(ENOMEM))
-        }
-        context.pointee.pb = pb
-        context.pointee.flags |= AVFMT_FLAG_CUSTOM_IO
-        // Audio PES packets are written when the next cut flushes them, not held back by max_delay.
+        context.pointee.pb = output.context
+        context.pointee.flags |= AVFMT_FLAG_CUSTOM_IO | AVFMT_FLAG_AUTO_BSF
+        // mpegts adds 2 × max_delay to every TS timestamp and lets audio frames share a PES
+        // packet for up to max_delay / 2. At 0 the TS times are the input times and each audio
+        // frame is its own PES packet, written when the next one arrives or at a cut.
         context.pointee.max_delay = 0
 
-        if let video = description.video {
-            videoStream = try addStream(
-                to: context, type: AVMEDIA_TYPE_VIDEO, codec: AV_CODEC_ID_H264, extradata: video.avcC.bytes)
-        }
-        if let audio = description.audio {
-            audioStream = try addStream(
-                to: context, type: AVMEDIA_TYPE_AUDIO, codec: AV_CODEC_ID_AAC, extradata: audio.config.bytes)
-            let parameters = context.pointee.streams[Int(audioStream)]!.pointee.codecpar!
-            parameters.pointee.sample_rate = Int32(audio.config.samplingFrequency)
-            av_channel_layout_default(&parameters.pointee.ch_layout, Int32(max(audio.config.channelConfiguration, 1)))
-            parameters.pointee.frame_size = Int32(audio.config.samplesPerFrame)
-        }
-        guard videoStream >= 0 || audioStream >= 0 else {
-            throw LibAVError(operation: "creating a TS muxer without tracks", code: estuary_averror(EINVAL))
-        }
         packet = av_packet_alloc()
-        guard packet != nil else { throw LibAVError(operation: "allocating a packet", code: estuary_averror(ENOMEM)) }
+        guard packet != nil else { throw .outOfMemory("allocating a packet") }
+
+        if let track = description.video {
+            let codec: AVCodecID = switch track.codec {
+            case .h264: AV_CODEC_ID_H264
+            }
+            let stream = try Self.addStream(to: context, type: AVMEDIA_TYPE_VIDEO, codec: codec,
+                                            extradata: track.avcC.bytes)
+            video = Track(stream: stream)
+        }
+        if let track = description.audio {
+            let codec: AVCodecID = switch track.codec {
+            case .aac: AV_CODEC_ID_AAC
+            }
+            let stream = try Self.addStream(to: context, type: AVMEDIA_TYPE_AUDIO, codec: codec,
+                                            extradata: track.config.bytes)
+            guard let parameters = stream.pointee.codecpar else { throw .outOfMemory("allocating codec parameters") }
+            parameters.pointee.sample_rate = Int32(clamping: track.config.samplingFrequency)
+            parameters.pointee.frame_size = Int32(clamping: track.config.samplesPerFrame)
+            av_channel_layout_default(&parameters.pointee.ch_layout, Self.channelCount(track.config.channelConfiguration))
+            audio = Track(stream: stream)
+            if description.video == nil {
+                // The PCR rides on the audio PID; give its period directly rather than have libav
+                // derive it from a frame duration it cannot compute for AAC (and warn).
+                try LibAVError.check(av_opt_set_int(context.pointee.priv_data, "pcr_period", 100, 0),
+                                     "setting the PCR period")
+            }
+        }
+
+        // The header is empty for mpegts (tables come with the first packet) but sets the
+        // muxer up: stream time bases become 1/90000, the ADTS writer is created from the ASC.
         try LibAVError.check(avformat_write_header(context, nil), "writing the TS header")
     }
 
     deinit {
         av_packet_free(&packet)
-        if let context {
-            estuary_avio_close_membuf(&context.pointee.pb)
-            avformat_free_context(context)
-        }
-        estuary_membuf_free(output)
-        output.deinitialize(count: 1)
-        output.deallocate()
+        // Frees the streams, their extradata, the bitstream filters and the muxer's own state.
+        // The AVIOContext is ours (`output`) and is released after this, once nothing refers to it.
+        avformat_free_context(context)
     }
 
-    private func addStream(to context: UnsafeMutablePointer<AVFormatContext>, type: AVMediaType, codec: AVCodecID,
-                           extradata: [UInt8]) throws(LibAVError) -> Int32 {
-        guard let stream = avformat_new_stream(context, nil) else {
-            throw LibAVError(operation: "adding a stream", code: estuary_averror(ENOMEM))
-        }
-        stream.pointee.time_base = Self.millisecond
-        let parameters = stream.pointee.codecpar!
-        parameters.pointee.codec_type = type
-        parameters.pointee.codec_id = codec
-        let padding = Int(AV_INPUT_BUFFER_PADDING_SIZE)
-        guard let buffer = av_mallocz(extradata.count + padding)?.assumingMemoryBound(to: UInt8.self) else {
-            throw LibAVError(operation: "allocating extradata", code: estuary_averror(ENOMEM))
-        }
-        buffer.update(from: extradata, count: extradata.count)
-        parameters.pointee.extradata = buffer
-        parameters.pointee.extradata_size = Int32(extradata.count)
-        return stream.pointee.index
-    }
-
-    /// Writes one packet (ms times; per-track dts must not decrease).
+    /// Writes one packet (millisecond times; per track, DTS must not decrease).
+    ///
+    /// Packets of a kind the description has no track for are ignored. Two packets on a track
+    /// with the same DTS are fine: the later is moved one 90 kHz tick on, since libav wants
+    /// strictly increasing DTS. Throws for an empty or malformed payload, a decreasing DTS, a
+    /// PTS before the DTS, or after `finish()`.
     public func write(_ media: MediaPacket) throws(LibAVError) {
-        guard let context, let packet, !finished else {
-            throw LibAVError(operation: "writing to a finished TS muxer", code: estuary_averror(EINVAL))
+        guard !finished, let context, let packet else { throw .invalidArgument("writing to a finished TS muxer") }
+        let track: Track
+        switch media.kind {
+        case .video:
+            guard let video else { return }
+            track = video
+        case .audio:
+            guard let audio else { return }
+            track = audio
         }
-        let index = media.kind == .video ? videoStream : audioStream
-        guard index >= 0 else { return }
-        guard !media.data.isEmpty else {
-            throw LibAVError(operation: "writing an empty \(media.kind) packet", code: estuary_averror(EINVAL))
+        guard !media.data.isEmpty else { throw .invalidData("muxing an empty \(media.kind) packet at \(media.dts) ms") }
+        if media.kind == .video, !Self.isWellFormedAVCC(media.data, lengthSize: nalUnitLengthSize) {
+            // Caught here because libav decides on its Annex B conversion from the first packet alone.
+            throw .invalidData("muxing a video packet at \(media.dts) ms whose NAL unit lengths do not add up")
         }
-        try LibAVError.check(av_new_packet(packet, Int32(media.data.count)), "allocating a \(media.data.count)-byte packet")
+
+        let stream = track.stream
+        let timeBase = stream.pointee.time_base
+        var dts = av_rescale_q(media.dts, Self.millisecond, timeBase)
+        var pts = av_rescale_q(media.pts, Self.millisecond, timeBase)
+        if let last = track.last, media.dts >= last.input, dts <= last.written {
+            dts = last.written + 1
+            pts = max(pts, dts)
+        }
+
+        try LibAVError.check(av_new_packet(packet, Int32(clamping: media.data.count)),
+                             "allocating a \(media.data.count)-byte packet")
         defer { av_packet_unref(packet) }
-        media.data.withUnsafeBufferPointer { source in
-            packet.pointee.data.update(from: source.baseAddress!, count: source.count)
+        guard let destination = packet.pointee.data, packet.pointee.size == media.data.count else {
+            throw .outOfMemory("allocating a \(media.data.count)-byte packet")
         }
-        let timeBase = context.pointee.streams[Int(index)]!.pointee.time_base
-        packet.pointee.stream_index = index
-        packet.pointee.dts = av_rescale_q(media.dts, Self.millisecond, timeBase)
-        packet.pointee.pts = av_rescale_q(media.pts, Self.millisecond, timeBase)
+        media.data.withUnsafeBytes { source in
+            if let base = source.baseAddress { UnsafeMutableRawPointer(destination).copyMemory(from: base, byteCount: source.count) }
+        }
+        packet.pointee.stream_index = stream.pointee.index
+        packet.pointee.dts = dts
+        packet.pointee.pts = pts
         if media.isKeyframe { packet.pointee.flags |= AV_PKT_FLAG_KEY }
-        try LibAVError.check(av_write_frame(context, packet), "muxing a \(media.kind) packet at \(media.dts) ms")
+        // Recorded before the write: libav may have taken this DTS as its last even if the
+        // write then fails, and one tick too many on a later equal DTS costs nothing.
+        switch media.kind {
+        case .video: video?.last = (media.dts, dts)
+        case .audio: audio?.last = (media.dts, dts)
+        }
+        try LibAVError.check(av_write_frame(context, packet),
+                             "muxing a \(media.kind) packet at dts \(media.dts) ms, pts \(media.pts) ms")
     }
 
-    /// Flushes and returns the TS bytes since the previous call; the next packet starts with PAT/PMT.
+    /// Flushes the muxer and returns every TS byte since the previous call: whole 188-byte
+    /// packets, beginning with PAT and PMT. The next packet written starts a new segment.
     public func takeSegment() throws(LibAVError) -> [UInt8] {
-        guard let context else { return [] }
-        // A null packet flushes the muxer's pending PES data.
+        guard !finished, let context else { throw .invalidArgument("cutting a segment from a finished TS muxer") }
+        // A null packet makes mpegts write the audio frame it holds for the next PES packet.
         try LibAVError.check(av_write_frame(context, nil), "flushing the TS muxer")
-        avio_flush(context.pointee.pb)
-        let bytes = drain()
+        let bytes = try output.take()
+        // Consumed (and cleared) by the muxer at the next PES packet it writes.
         try LibAVError.check(av_opt_set(context.pointee.priv_data, "mpegts_flags", "+resend_headers", 0),
-                             "requesting PAT/PMT for the next segment")
-        return bytes
+                             "asking for PAT and PMT at the next segment")
+        return Self.leadingWithProgramTables(bytes)
     }
 
-    /// Writes the trailer and returns the remaining bytes.
+    /// Writes the trailer and returns the bytes since the previous `takeSegment()`.
+    /// Nothing can be written after this.
     public func finish() throws(LibAVError) -> [UInt8] {
-        guard let context, !finished else { return [] }
+        guard !finished, let context else { throw .invalidArgument("finishing a finished TS muxer") }
         finished = true
         try LibAVError.check(av_write_trailer(context), "writing the TS trailer")
-        avio_flush(context.pointee.pb)
-        return drain()
+        return Self.leadingWithProgramTables(try output.take())
     }
 
-    private func drain() -> [UInt8] {
-        let size = output.pointee.size
-        guard size > 0, let data = output.pointee.data else { return [] }
-        let bytes = [UInt8](UnsafeBufferPointer(start: data, count: size))
-        output.pointee.size = 0
-        return bytes
+    // MARK: - Helpers
+
+    private static func addStream(to context: UnsafeMutablePointer<AVFormatContext>, type: AVMediaType,
+                                  codec: AVCodecID, extradata: [UInt8]) throws(LibAVError) -> UnsafeMutablePointer<AVStream> {
+        guard let stream = avformat_new_stream(context, nil) else { throw .outOfMemory("adding a stream") }
+        guard let parameters = stream.pointee.codecpar else { throw .outOfMemory("allocating codec parameters") }
+        stream.pointee.time_base = millisecond
+        parameters.pointee.codec_type = type
+        parameters.pointee.codec_id = codec
+        // The stream's codec parameters own the extradata from here (freed with the context);
+        // libav reads up to AV_INPUT_BUFFER_PADDING_SIZE bytes past its end, which must be zero.
+        guard extradata.count < Int(Int32.max) - Int(AV_INPUT_BUFFER_PADDING_SIZE),
+              let buffer = av_mallocz(extradata.count + Int(AV_INPUT_BUFFER_PADDING_SIZE))
+        else { throw .outOfMemory("allocating \(extradata.count) bytes of extradata") }
+        extradata.withUnsafeBytes { source in
+            if let base = source.baseAddress { buffer.copyMemory(from: base, byteCount: source.count) }
+        }
+        parameters.pointee.extradata = buffer.assumingMemoryBound(to: UInt8.self)
+        parameters.pointee.extradata_size = Int32(extradata.count)
+        return stream
+    }
+
+    /// Channels for an AudioSpecificConfig channelConfiguration (ISO/IEC 14496-3 table 1.19).
+    private static func channelCount(_ configuration: Int) -> Int32 {
+        switch configuration {
+        case 1...6: Int32(configuration)
+        case 7, 12, 14: 8
+        case 11: 7
+        default: 2  // 0: given in a program config element, which the ADTS writer carries over
+        }
+    }
+
+    /// Whether `data` is a sequence of `lengthSize`-byte big-endian lengths, each followed by
+    /// that many bytes, ending exactly at the end, with at least one non-empty NAL unit.
+    static func isWellFormedAVCC(_ data: [UInt8], lengthSize: Int) -> Bool {
+        var offset = 0
+        var sawUnit = false
+        while offset < data.count {
+            guard data.count - offset >= lengthSize else { return false }
+            var length = 0
+            for byte in data[offset..<offset + lengthSize] { length = length << 8 | Int(byte) }
+            offset += lengthSize
+            guard length <= data.count - offset else { return false }
+            sawUnit = sawUnit || length > 0
+            offset += length
+        }
+        return sawUnit
+    }
+
+    /// The PID of the 188-byte TS packet at `index`.
+    private static func pid(_ bytes: [UInt8], packet index: Int) -> Int {
+        Int(bytes[index * 188 + 1] & 0x1F) << 8 | Int(bytes[index * 188 + 2])
+    }
+
+    /// `bytes` with the SDT packets libav writes ahead of PAT and PMT moved after them.
+    ///
+    /// libav's table order is SDT, PAT, PMT; RFC 8216 §3.2 wants a segment's first two TS
+    /// packets to be PAT and PMT. Packets of different PIDs can swap places freely (continuity
+    /// counters are per PID). Anything but that exact layout is returned unchanged.
+    static func leadingWithProgramTables(_ bytes: [UInt8]) -> [UInt8] {
+        let count = bytes.count / 188
+        guard bytes.count % 188 == 0, count >= 3 else { return bytes }
+        var sdtPackets = 0
+        while sdtPackets < count - 2, pid(bytes, packet: sdtPackets) == serviceDescriptionPID { sdtPackets += 1 }
+        guard sdtPackets > 0, pid(bytes, packet: sdtPackets) == 0,
+              let pmtPID = programMapPID(inPATPacket: bytes[(sdtPackets * 188)..<(sdtPackets * 188 + 188)]),
+              pid(bytes, packet: sdtPackets + 1) == pmtPID
+        else { return bytes }
+        let tables = sdtPackets * 188
+        var reordered = [UInt8]()
+        reordered.reserveCapacity(bytes.count)
+        reordered.append(contentsOf: bytes[tables..<(tables + 2 * 188)])
+        reordered.append(contentsOf: bytes[0..<tables])
+        reordered.append(contentsOf: bytes[(tables + 2 * 188)...])
+        return reordered
+    }
+
+    /// The PMT PID of the first program in a TS packet carrying the start of a PAT section.
+    private static func programMapPID(inPATPacket packet: ArraySlice<UInt8>) -> Int? {
+        let start = packet.startIndex
+        guard packet.count == 188, packet[start] == 0x47, packet[start + 1] & 0x40 != 0 else { return nil }
+        var offset = start + 4
+        if packet[start + 3] & 0x20 != 0 { offset += 1 + Int(packet[start + 4]) }  // adaptation field
+        guard offset < packet.endIndex else { return nil }
+        offset += 1 + Int(packet[offset])  // pointer field
+        // table_id, section_length (2), transport_stream_id (2), version, section numbers (2),
+        // then (program_number, PID) pairs; program 0 is the network PID, not a PMT.
+        guard offset + 8 <= packet.endIndex, packet[offset] == 0 else { return nil }
+        let sectionEnd = offset + 3 + (Int(packet[offset + 1] & 0x0F) << 8 | Int(packet[offset + 2])) - 4
+        var entry = offset + 8
+        while entry + 4 <= min(sectionEnd, packet.endIndex) {
+            let program = Int(packet[entry]) << 8 | Int(packet[entry + 1])
+            let pid = Int(packet[entry + 2] & 0x1F) << 8 | Int(packet[entry + 3])
+            if program != 0 { return pid }
+            entry += 4
+        }
+        return nil
     }
 }

@@ -74,5 +74,16 @@ extension EndToEnd {
             let result = try await publisher.wait()
             #expect(result.status != 0, "the publisher's connection was closed by the server")
         }
+    
+        @Test("an HTTP port already in use fails startup with the bind error; nothing is left running")
+        func portInUse() async throws {
+            let first = try await TestServer()
+            await #expect(throws: (any Error).self) {
+                _ = try await TestServer { $0.httpPort = first.httpPort }
+            }
+            // The failed instance's RTMP listener closed too (cancelled, not left open): the first still serves.
+            #expect(try await first.get("/health").status == 200)
+            try await first.stop()
+        }
     }
 }

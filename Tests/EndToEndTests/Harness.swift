@@ -69,8 +69,8 @@ final class TestServer: Sendable {
         let group = ServiceGroup(configuration: .init(services: [.init(service: app)], logger: logger))
         self.group = group
         task = Task { try await group.run() }
-        rtmpPort = await app.rtmpPort.value
-        httpPort = await app.httpPort.value
+        rtmpPort = try await app.rtmpPort.value
+        httpPort = try await app.httpPort.value
     }
 
     func rtmpURL(_ name: String, app: String = "live") -> String { "rtmp://127.0.0.1:\(rtmpPort)/\(app)/\(name)" }
