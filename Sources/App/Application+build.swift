@@ -77,7 +77,8 @@ public func buildApplication(_ configuration: EstuaryConfiguration, logger: Logg
     let rtmp = RTMPServer(
         configuration: .init(host: configuration.bind, port: configuration.rtmpPort,
                              handshakeTimeout: .milliseconds(Int64(configuration.handshakeTimeout * 1000)),
-                             idleTimeout: .milliseconds(Int64(configuration.idleTimeout * 1000))),
+                             idleTimeout: .milliseconds(Int64(configuration.idleTimeout * 1000)),
+                             playerQueue: .init(maxPackets: configuration.playerQueuePackets, maxBytes: 16 << 20)),
         hub: hub, authorizer: authorizer, logger: logger, onListening: { rtmpPort.set($0) })
 
     let hls = HLSLivePackager(

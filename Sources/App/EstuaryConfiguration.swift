@@ -19,6 +19,8 @@ public struct EstuaryConfiguration: Sendable, CustomStringConvertible {
     public var publishGrace = 10.0
     public var handshakeTimeout = 10.0
     public var idleTimeout = 30.0
+    /// Messages an RTMP player may fall behind by before it skips to the next keyframe.
+    public var playerQueuePackets = 1024
     public var logLevel = Logger.Level.info
 
     public init() {}
@@ -61,6 +63,7 @@ public struct EstuaryConfiguration: Sendable, CustomStringConvertible {
         publishGrace = try number("publishGrace", publishGrace)
         handshakeTimeout = try number("handshakeTimeout", handshakeTimeout)
         idleTimeout = try number("idleTimeout", idleTimeout)
+        playerQueuePackets = try number("playerQueuePackets", playerQueuePackets)
         let level = config.string(forKey: "logLevel", default: "info")
         guard let parsedLevel = Logger.Level(rawValue: level) else {
             throw ConfigurationError.invalid("log level '\(level)' is not one of \(Logger.Level.allCases.map(\.rawValue))")
@@ -107,6 +110,7 @@ public struct EstuaryConfiguration: Sendable, CustomStringConvertible {
             throw ConfigurationError.invalid("HLS segment duration must be 0.5…30 seconds")
         }
         guard (1...100).contains(hlsWindow) else { throw ConfigurationError.invalid("HLS window must be 1…100 segments") }
+        guard playerQueuePackets >= 16 else { throw ConfigurationError.invalid("player queue must be at least 16 packets") }
         guard publishGrace >= 0, handshakeTimeout > 0, idleTimeout > 0 else {
             throw ConfigurationError.invalid("timeouts must be positive")
         }

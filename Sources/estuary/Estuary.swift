@@ -43,6 +43,8 @@ struct Serve: AsyncParsableCommand {
     var streamKey: [String] = []
     @Option(help: "File of KEY=CHANNEL lines. [ESTUARY_STREAM_KEYS_FILE]")
     var streamKeysFile: String?
+    @Option(help: "Messages an RTMP player may fall behind before it skips to the next keyframe. [ESTUARY_PLAYER_QUEUE_PACKETS, default 1024]")
+    var playerQueuePackets: Int?
     @Option(help: "trace, debug, info, notice, warning, error or critical. [ESTUARY_LOG_LEVEL, default info]")
     var logLevel: String?
 
@@ -61,6 +63,7 @@ struct Serve: AsyncParsableCommand {
         flag("publishGrace", publishGrace.map { .string("\($0)") })
         flag("streamKey", streamKey.isEmpty ? nil : .stringArray(streamKey))
         flag("streamKeysFile", streamKeysFile.map(ConfigContent.string))
+        flag("playerQueuePackets", playerQueuePackets.map { .string("\($0)") })
         flag("logLevel", logLevel.map(ConfigContent.string))
         let reader = ConfigReader(providers: [
             InMemoryProvider(name: "flags", values: flags),

@@ -196,13 +196,16 @@ final class ChildProcess: Sendable {
         stderrData = Self.readAll(stderrPipe.fileHandleForReading)
     }
 
-    /// Reads on a Dispatch thread: a blocking read must not hold one of the (two) cooperative threads.
+    /// Reads on a thread of its own: a blocking read must hold neither one of the (two) cooperative
+    /// threads nor a Dispatch worker (50 players would exhaust the pool Process itself relies on).
     private static func readAll(_ handle: FileHandle) -> Task<Data, any Error> {
         Task {
             try await withCheckedThrowingContinuation { continuation in
-                DispatchQueue.global().async {
+                let thread = Thread {
                     continuation.resume(with: Result { try handle.readToEnd() ?? Data() })
                 }
+                thread.stackSize = 256 << 10
+                thread.start()
             }
         }
     }
