@@ -78,7 +78,9 @@ public func buildApplication(_ configuration: EstuaryConfiguration, logger: Logg
         configuration: .init(host: configuration.bind, port: configuration.rtmpPort,
                              handshakeTimeout: .milliseconds(Int64(configuration.handshakeTimeout * 1000)),
                              idleTimeout: .milliseconds(Int64(configuration.idleTimeout * 1000)),
-                             playerQueue: .init(maxPackets: configuration.playerQueuePackets, maxBytes: 16 << 20)),
+                             playerQueue: .init(maxPackets: configuration.playerQueuePackets, maxBytes: 16 << 20),
+                             playerMaxLag: .milliseconds(Int64(configuration.playerMaxLag * 1000)),
+                             sendBufferSize: configuration.rtmpSendBuffer == 0 ? nil : configuration.rtmpSendBuffer),
         hub: hub, authorizer: authorizer, logger: logger, onListening: { rtmpPort.set($0) })
 
     let hls = HLSLivePackager(

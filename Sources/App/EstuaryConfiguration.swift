@@ -21,6 +21,10 @@ public struct EstuaryConfiguration: Sendable, CustomStringConvertible {
     public var idleTimeout = 30.0
     /// Messages an RTMP player may fall behind by before it skips to the next keyframe.
     public var playerQueuePackets = 1024
+    /// Seconds an RTMP player may trail live (or stop reading) before it is disconnected.
+    public var playerMaxLag = 15.0
+    /// SO_SNDBUF of RTMP connections in bytes (nginx's `listen … sndbuf=`); 0 leaves the kernel's autotuning.
+    public var rtmpSendBuffer = 0
     public var logLevel = Logger.Level.info
 
     public init() {}
@@ -64,6 +68,8 @@ public struct EstuaryConfiguration: Sendable, CustomStringConvertible {
         handshakeTimeout = try number("handshakeTimeout", handshakeTimeout)
         idleTimeout = try number("idleTimeout", idleTimeout)
         playerQueuePackets = try number("playerQueuePackets", playerQueuePackets)
+        playerMaxLag = try number("playerMaxLag", playerMaxLag)
+        rtmpSendBuffer = try number("rtmpSendBuffer", rtmpSendBuffer)
         let level = config.string(forKey: "logLevel", default: "info")
         guard let parsedLevel = Logger.Level(rawValue: level) else {
             throw ConfigurationError.invalid("log level '\(level)' is not one of \(Logger.Level.allCases.map(\.rawValue))")
@@ -110,6 +116,10 @@ public struct EstuaryConfiguration: Sendable, CustomStringConvertible {
             throw ConfigurationError.invalid("HLS segment duration must be 0.5…30 seconds")
         }
         guard (1...100).contains(hlsWindow) else { throw ConfigurationError.invalid("HLS window must be 1…100 segments") }
+        guard rtmpSendBuffer == 0 || (1024...(64 << 20)).contains(rtmpSendBuffer) else {
+            throw ConfigurationError.invalid("RTMP send buffer must be 0 (kernel default) or 1 KiB…64 MiB")
+        }
+        guard playerMaxLag >= 1 else { throw ConfigurationError.invalid("player max lag must be at least 1 second") }
         guard playerQueuePackets >= 16 else { throw ConfigurationError.invalid("player queue must be at least 16 packets") }
         guard publishGrace >= 0, handshakeTimeout > 0, idleTimeout > 0 else {
             throw ConfigurationError.invalid("timeouts must be positive")

@@ -157,7 +157,8 @@ final class RTMPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
                 setupTimeout?.cancel()
                 let player = RTMPPlayer(channel: context.channel, hub: hub, streamName: channel,
                                         messageStreamID: messageStreamID, chunkSize: encoder.chunkSize,
-                                        limits: configuration.playerQueue, logger: logger)
+                                        limits: configuration.playerQueue, maxLag: configuration.playerMaxLag,
+                                        logger: logger)
                 self.player = player
                 player.start()
             case .stopPlayback:

@@ -8,7 +8,9 @@ import Synchronization
 /// Sends one channel to one RTMP player: waits for the channel to be live,
 /// subscribes with a bounded queue, and writes batches of messages, awaiting
 /// each write so a slow socket backs up only this player's queue (which then
-/// drops to the next keyframe). Survives republishes; ends when cancelled.
+/// drops to the next keyframe). A player more than `maxLag` behind live (in
+/// media time, or with one write stuck that long) is disconnected.
+/// Survives republishes; ends when cancelled.
 final class RTMPPlayer: Sendable {
     /// What the player asked for since it started (receiveAudio/receiveVideo/pause).
     struct Controls: Sendable {
@@ -23,18 +25,20 @@ final class RTMPPlayer: Sendable {
     private let messageStreamID: MessageStreamID
     private let chunkSize: Int
     private let limits: StreamSubscription.Limits
+    private let maxLag: TimeAmount
     private let logger: Logger
     private let controls = Mutex(Controls())
     private let task = Mutex<Task<Void, Never>?>(nil)
 
     init(channel: any Channel, hub: StreamHub, streamName: String, messageStreamID: MessageStreamID, chunkSize: Int,
-         limits: StreamSubscription.Limits, logger: Logger) {
+         limits: StreamSubscription.Limits, maxLag: TimeAmount, logger: Logger) {
         self.channel = channel
         self.hub = hub
         self.streamName = streamName
         self.messageStreamID = messageStreamID
         self.chunkSize = chunkSize
         self.limits = limits
+        self.maxLag = maxLag
         self.logger = logger
     }
 
@@ -69,31 +73,49 @@ final class RTMPPlayer: Sendable {
                 muxer.receivesVideo = controls.receivesVideo
                 muxer.isPaused = controls.paused
                 var messages: [RTMPMessage] = []
+                var written: Int64?
                 for event in batch {
                     switch event {
                     case .description(let description): messages += muxer.description(description)
                     case .metadata(let metadata): messages.append(muxer.metadata(metadata))
-                    case .packet(let packet): if let message = muxer.packet(packet) { messages.append(message) }
+                    case .packet(let packet):
+                        written = max(written ?? packet.dts, packet.dts)
+                        if let message = muxer.packet(packet) { messages.append(message) }
                     }
                 }
-                guard await write(messages, encoder: encoder) else {
-                    subscription.cancel()
-                    return
-                }
+                let delivered = await write(messages, encoder: encoder)
                 let dropped = subscription.droppedPackets
                 if dropped > reported {
                     logger.debug("player fell behind; skipped to a keyframe", metadata: ["dropped": "\(dropped)"])
                     reported = dropped
                 }
+                guard delivered else {
+                    subscription.cancel()
+                    return
+                }
+                if let written, let newest = subscription.newestDTS, newest - written > maxLag.nanoseconds / 1_000_000 {
+                    logger.warning("player disconnected: too far behind live",
+                                   metadata: ["behind_ms": "\(newest - written)", "max_lag": "\(maxLag)"])
+                    subscription.cancel()
+                    channel.close(promise: nil)
+                    return
+                }
             }
         }
     }
 
-    /// Writes and flushes; false when the connection is gone.
+    /// Writes and flushes; false when the connection is gone. A write that does not
+    /// complete within `maxLag` (the player stopped reading) closes the connection.
     private func write(_ messages: [RTMPMessage], encoder: ChunkEncoder) async -> Bool {
         guard !messages.isEmpty else { return true }
         var buffer = channel.allocator.buffer(capacity: messages.reduce(0) { $0 + $1.payload.readableBytes + 16 })
         for message in messages { encoder.encode(message, into: &buffer) }
+        let (channel, logger, maxLag) = (self.channel, self.logger, self.maxLag)
+        let watchdog = channel.eventLoop.scheduleTask(in: maxLag) {
+            logger.warning("player disconnected: not reading", metadata: ["stalled_for": "\(maxLag)"])
+            channel.close(promise: nil)
+        }
+        defer { watchdog.cancel() }
         do {
             try await channel.writeAndFlush(buffer)
             return true

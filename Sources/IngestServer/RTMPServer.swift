@@ -23,12 +23,17 @@ public final class RTMPServer: Service, Sendable {
         public var nodeID: String
         /// Each RTMP player's queue; a player that falls this far behind skips to the next keyframe.
         public var playerQueue: StreamSubscription.Limits
+        /// A player this far behind live (or with a write stuck this long) is disconnected.
+        public var playerMaxLag: TimeAmount
+        /// SO_SNDBUF for each connection, as nginx's `listen … sndbuf=`; nil leaves the kernel's autotuning.
+        public var sendBufferSize: Int?
 
         public init(host: String = "0.0.0.0", port: Int = 1935, handshakeTimeout: TimeAmount = .seconds(10),
                     sessionSetupTimeout: TimeAmount = .seconds(30), idleTimeout: TimeAmount = .seconds(30),
                     maxConnections: Int = 2000, chunkLimits: ChunkDecoder.Limits = .init(),
                     session: ServerSession.Configuration = .init(), nodeID: String = "local",
-                    playerQueue: StreamSubscription.Limits = .init(maxPackets: 1024, maxBytes: 16 << 20)) {
+                    playerQueue: StreamSubscription.Limits = .init(maxPackets: 1024, maxBytes: 16 << 20),
+                    playerMaxLag: TimeAmount = .seconds(15), sendBufferSize: Int? = nil) {
             self.host = host
             self.port = port
             self.handshakeTimeout = handshakeTimeout
@@ -39,6 +44,8 @@ public final class RTMPServer: Service, Sendable {
             self.session = session
             self.nodeID = nodeID
             self.playerQueue = playerQueue
+            self.playerMaxLag = playerMaxLag
+            self.sendBufferSize = sendBufferSize
         }
     }
 
@@ -63,10 +70,14 @@ public final class RTMPServer: Service, Sendable {
     }
 
     public func run() async throws {
-        let serverChannel = try await ServerBootstrap(group: eventLoopGroup)
+        var bootstrap = ServerBootstrap(group: eventLoopGroup)
             .serverChannelOption(.backlog, value: 256)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+        if let size = configuration.sendBufferSize {
+            bootstrap = bootstrap.childChannelOption(.socketOption(.so_sndbuf), value: SocketOptionValue(size))
+        }
+        let serverChannel = try await bootstrap
             .childChannelInitializer { [self] channel in
                 channel.eventLoop.makeCompletedFuture { try self.initialize(channel) }
             }

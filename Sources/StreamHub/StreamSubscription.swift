@@ -34,6 +34,8 @@ public final class StreamSubscription: AsyncSequence, Sendable {
         var waitingForKeyframe = false
         var hasVideo = false
         var droppedPackets = 0
+        /// The newest decode time handed to this consumer, queued or not: the live edge it trails.
+        var newestDTS: Int64?
         var waiter: CheckedContinuation<StreamEvent?, Never>?
 
         var count: Int { queue.count - head }
@@ -65,6 +67,9 @@ public final class StreamSubscription: AsyncSequence, Sendable {
     /// Packets this consumer lost because it fell behind.
     public var droppedPackets: Int { state.withLock { $0.droppedPackets } }
 
+    /// The newest decode time (ms) the publisher has sent since this subscription began.
+    public var newestDTS: Int64? { state.withLock { $0.newestDTS } }
+
     /// A consumer is suspended in `next()` on an empty queue.
     var isWaiting: Bool { state.withLock { $0.waiter != nil } }
 
@@ -79,6 +84,7 @@ public final class StreamSubscription: AsyncSequence, Sendable {
             guard !state.finished else { return nil }
             if case .packet(let packet) = event {
                 if packet.kind == .video { state.hasVideo = true }
+                state.newestDTS = Swift.max(state.newestDTS ?? packet.dts, packet.dts)
                 if state.waitingForKeyframe {
                     guard packet.kind == .video, packet.isKeyframe else {
                         state.droppedPackets += 1

@@ -45,6 +45,10 @@ struct Serve: AsyncParsableCommand {
     var streamKeysFile: String?
     @Option(help: "Messages an RTMP player may fall behind before it skips to the next keyframe. [ESTUARY_PLAYER_QUEUE_PACKETS, default 1024]")
     var playerQueuePackets: Int?
+    @Option(help: "Seconds an RTMP player may trail live, or stop reading, before it is disconnected. [ESTUARY_PLAYER_MAX_LAG, default 15]")
+    var playerMaxLag: Double?
+    @Option(help: "SO_SNDBUF of RTMP connections in bytes, as nginx's listen sndbuf=; 0 = kernel autotuning. [ESTUARY_RTMP_SEND_BUFFER, default 0]")
+    var rtmpSendBuffer: Int?
     @Option(help: "trace, debug, info, notice, warning, error or critical. [ESTUARY_LOG_LEVEL, default info]")
     var logLevel: String?
 
@@ -64,6 +68,8 @@ struct Serve: AsyncParsableCommand {
         flag("streamKey", streamKey.isEmpty ? nil : .stringArray(streamKey))
         flag("streamKeysFile", streamKeysFile.map(ConfigContent.string))
         flag("playerQueuePackets", playerQueuePackets.map { .string("\($0)") })
+        flag("playerMaxLag", playerMaxLag.map { .string("\($0)") })
+        flag("rtmpSendBuffer", rtmpSendBuffer.map { .string("\($0)") })
         flag("logLevel", logLevel.map(ConfigContent.string))
         let reader = ConfigReader(providers: [
             InMemoryProvider(name: "flags", values: flags),
