@@ -20,6 +20,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-configuration.git", from: "1.4.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
         .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.0"),
+        .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
+        .package(url: "https://github.com/apple/swift-crypto.git", "3.12.0"..<"5.0.0"),
     ],
     targets: [
         // Pure media model: timestamps, codec configurations, packets. No I/O.
@@ -71,10 +73,25 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        // nginx-rtmp compatibility: notify hooks (on_play, on_publish, on_record_done …).
+        .target(
+            name: "NginxCompat",
+            dependencies: [
+                "StreamHub",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         .target(
             name: "App",
             dependencies: [
-                "MediaCore", "RTMP", "StreamHub", "Packaging", "Delivery", "IngestServer",
+                "MediaCore", "RTMP", "StreamHub", "Packaging", "Delivery", "IngestServer", "NginxCompat",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Configuration", package: "swift-configuration"),
@@ -119,9 +136,20 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .testTarget(
+            name: "AppTests",
+            dependencies: ["App", "StreamHub"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "NginxCompatTests",
+            dependencies: ["NginxCompat", "StreamHub"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
             name: "EndToEndTests",
             dependencies: [
                 "App", "RTMP", "MediaCore", "StreamHub", "IngestServer",
+                .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),

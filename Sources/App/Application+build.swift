@@ -74,6 +74,7 @@ public func buildApplication(_ configuration: EstuaryConfiguration, logger: Logg
     }
     try FileManager.default.createDirectory(atPath: configuration.dataDirectory, withIntermediateDirectories: true)
 
+    let playAccess = try playAuthorization(configuration, logger: logger)
     let rtmp = RTMPServer(
         configuration: .init(host: configuration.bind, port: configuration.rtmpPort,
                              handshakeTimeout: .milliseconds(Int64(configuration.handshakeTimeout * 1000)),
@@ -81,7 +82,8 @@ public func buildApplication(_ configuration: EstuaryConfiguration, logger: Logg
                              playerQueue: .init(maxPackets: configuration.playerQueuePackets, maxBytes: 16 << 20),
                              playerMaxLag: .milliseconds(Int64(configuration.playerMaxLag * 1000)),
                              sendBufferSize: configuration.rtmpSendBuffer == 0 ? nil : configuration.rtmpSendBuffer),
-        hub: hub, authorizer: authorizer, logger: logger, onListening: { rtmpPort.set($0) })
+        hub: hub, authorizer: authorizer, playAuthorizer: playAccess.rtmp, logger: logger,
+        onListening: { rtmpPort.set($0) })
 
     let hls = HLSLivePackager(
         hub: hub, store: segments,
@@ -98,7 +100,7 @@ public func buildApplication(_ configuration: EstuaryConfiguration, logger: Logg
         return Response(status: .ok, headers: [.contentType: "application/json"],
                         body: ResponseBody(byteBuffer: ByteBuffer(string: body)))
     }
-    router.addRoutes(HLSRoutes<AppRequestContext>(store: segments).routes, atPath: "/live")
+    router.addRoutes(HLSRoutes<AppRequestContext>(store: segments, access: playAccess.http).routes, atPath: "/live")
 
     let http = Application(
         router: router,
@@ -111,5 +113,5 @@ public func buildApplication(_ configuration: EstuaryConfiguration, logger: Logg
         logger: logger)
 
     return EstuaryApplication(configuration: configuration, hub: hub, segments: segments, rtmpPort: rtmpPort,
-                              httpPort: httpPort, services: [http, hls, rtmp], logger: logger)
+                              httpPort: httpPort, services: (playAccess.notify.map { [$0] } ?? []) + [http, hls, rtmp], logger: logger)
 }

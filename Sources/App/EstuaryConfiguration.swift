@@ -25,6 +25,12 @@ public struct EstuaryConfiguration: Sendable, CustomStringConvertible {
     public var playerMaxLag = 15.0
     /// SO_SNDBUF of RTMP connections in bytes (nginx's `listen … sndbuf=`); 0 leaves the kernel's autotuning.
     public var rtmpSendBuffer = 0
+    /// HMAC secret of signed play URLs; required when there are private channels.
+    public var playSecret: String?
+    /// Channels that need a signed URL to watch (RTMP and HLS); `*` makes them all private.
+    public var privateChannels: Set<String> = []
+    /// nginx-rtmp's `on_play`: asked before every RTMP play.
+    public var onPlay: String?
     public var logLevel = Logger.Level.info
 
     public init() {}
@@ -70,6 +76,9 @@ public struct EstuaryConfiguration: Sendable, CustomStringConvertible {
         playerQueuePackets = try number("playerQueuePackets", playerQueuePackets)
         playerMaxLag = try number("playerMaxLag", playerMaxLag)
         rtmpSendBuffer = try number("rtmpSendBuffer", rtmpSendBuffer)
+        playSecret = config.string(forKey: "playSecret", isSecret: true)
+        privateChannels = Set(config.stringArray(forKey: "privateChannel", default: []))
+        onPlay = config.string(forKey: "onPlay")
         let level = config.string(forKey: "logLevel", default: "info")
         guard let parsedLevel = Logger.Level(rawValue: level) else {
             throw ConfigurationError.invalid("log level '\(level)' is not one of \(Logger.Level.allCases.map(\.rawValue))")
@@ -121,6 +130,17 @@ public struct EstuaryConfiguration: Sendable, CustomStringConvertible {
         }
         guard playerMaxLag >= 1 else { throw ConfigurationError.invalid("player max lag must be at least 1 second") }
         guard playerQueuePackets >= 16 else { throw ConfigurationError.invalid("player queue must be at least 16 packets") }
+        for channel in privateChannels where channel != "*" && !StaticKeyAuthorizer.isValidChannelName(channel) {
+            throw ConfigurationError.invalid("private channel '\(channel)' is not a channel name (or *)")
+        }
+        guard privateChannels.isEmpty || (playSecret?.utf8.count ?? 0) >= 16 else {
+            throw ConfigurationError.invalid("private channels need --play-secret of at least 16 characters to check signed URLs")
+        }
+        if let onPlay {
+            guard let url = URL(string: onPlay), ["http", "https"].contains(url.scheme ?? ""), url.host != nil else {
+                throw ConfigurationError.invalid("on_play '\(onPlay)' is not an http(s) URL")
+            }
+        }
         guard publishGrace >= 0, handshakeTimeout > 0, idleTimeout > 0 else {
             throw ConfigurationError.invalid("timeouts must be positive")
         }

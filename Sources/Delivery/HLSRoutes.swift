@@ -4,19 +4,38 @@ public import Packaging
 
 /// Serves live HLS from the `SegmentStore`: `/<channel>/index.m3u8` and `/<channel>/<n>.ts`.
 public struct HLSRoutes<Context: RequestContext>: Sendable {
-    let store: SegmentStore
+    /// Whether a request may read a channel.
+    public enum Access: Sendable, Equatable {
+        case open
+        /// Allowed by a signed URL: the playlist's URIs carry `query` on to the segments.
+        case signed(query: String)
+        case denied(String)
+    }
 
-    public init(store: SegmentStore) {
+    let store: SegmentStore
+    let access: @Sendable (_ channel: String, _ query: String?) -> Access
+
+    public init(store: SegmentStore, access: @escaping @Sendable (_ channel: String, _ query: String?) -> Access = { _, _ in .open }) {
         self.store = store
+        self.access = access
+    }
+
+    /// Throws 403 when the channel is private and the query does not sign for it.
+    private func check(_ channel: String, _ request: Request) throws -> Access {
+        let verdict = access(channel, request.uri.query)
+        if case .denied(let reason) = verdict { throw HTTPError(.forbidden, message: reason) }
+        return verdict
     }
 
     public var routes: RouteCollection<Context> {
         let routes = RouteCollection(context: Context.self)
-        let playlist: @Sendable (Request, Context) async throws -> Response = { _, context in
+        let playlist: @Sendable (Request, Context) async throws -> Response = { request, context in
             let channel = try context.parameters.require("channel")
-            guard let playlist = store.playlist(channel: channel) else {
+            let access = try check(channel, request)
+            guard var playlist = store.playlist(channel: channel) else {
                 throw HTTPError(.notFound, message: "no live stream on channel \(channel)")
             }
+            if case .signed(let query) = access { playlist = Self.carrying(query, in: playlist) }
             return Response(
                 status: .ok,
                 headers: [.contentType: "application/vnd.apple.mpegurl", .cacheControl: "no-cache"],
@@ -25,6 +44,7 @@ public struct HLSRoutes<Context: RequestContext>: Sendable {
         let segment: @Sendable (Request, Context) async throws -> Response = { request, context in
             let channel = try context.parameters.require("channel")
             let name = try context.parameters.require("segment")
+            _ = try check(channel, request)
             guard name.hasSuffix(".ts"), let sequence = Int(name.dropLast(3)), sequence >= 0,
                   let data = store.segment(channel: channel, sequence: sequence)
             else {
@@ -40,6 +60,15 @@ public struct HLSRoutes<Context: RequestContext>: Sendable {
         routes.head("{channel}/index.m3u8") { try await playlist($0, $1).createHeadResponse() }
         routes.head("{channel}/{segment}") { try await segment($0, $1).createHeadResponse() }
         return routes
+    }
+}
+
+extension HLSRoutes {
+    /// Appends `?query` to every URI line of a playlist, so a signed playlist's segments are signed too.
+    static func carrying(_ query: String, in playlist: String) -> String {
+        playlist.split(separator: "\n", omittingEmptySubsequences: false).map { line in
+            line.isEmpty || line.hasPrefix("#") ? String(line) : "\(line)?\(query)"
+        }.joined(separator: "\n")
     }
 }
 

@@ -14,6 +14,8 @@ final class RTMPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
     private let configuration: RTMPServer.Configuration
     private let hub: StreamHub
     private let authorizer: any PublishAuthorizer
+    private let playAuthorizer: any PlayAuthorizer
+    private let connectionID: UInt64
     private var logger: Logger
 
     private var handshake = ServerHandshake()
@@ -30,10 +32,13 @@ final class RTMPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
     private var player: RTMPPlayer?
     private var closing = false
 
-    init(configuration: RTMPServer.Configuration, hub: StreamHub, authorizer: any PublishAuthorizer, logger: Logger) {
+    init(configuration: RTMPServer.Configuration, hub: StreamHub, authorizer: any PublishAuthorizer,
+         playAuthorizer: any PlayAuthorizer, connectionID: UInt64, logger: Logger) {
         self.configuration = configuration
         self.hub = hub
         self.authorizer = authorizer
+        self.playAuthorizer = playAuthorizer
+        self.connectionID = connectionID
         self.logger = logger
         self.decoder = ChunkDecoder(limits: configuration.chunkLimits)
         self.session = ServerSession(configuration: configuration.session)
@@ -141,11 +146,7 @@ final class RTMPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
                 logger.info("publisher stopped")
                 finishPublishing()
             case .authorizePlay(let request):
-                // Playback is open (players name a channel, never a key); on_play and signed URLs come later.
-                let next = StaticKeyAuthorizer.isValidChannelName(request.streamName)
-                    ? session.playAllowed(channel: request.streamName)
-                    : session.playRejected(code: "NetStream.Play.StreamNotFound", "not a channel name")
-                perform(next, context: context)
+                authorizePlay(request, context: context)
             case .startPlayback(let channel, let messageStreamID):
                 // The replies queued so far (Play.Start …) must reach the player before any media.
                 if out.readableBytes > 0 {
@@ -201,6 +202,34 @@ final class RTMPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
         }.whenSuccess { result in
             let (handler, context) = loopBound.value
             handler.authorized(result, context: context)
+        }
+    }
+
+    private func authorizePlay(_ request: ServerSession.PlayRequest, context: ChannelHandlerContext) {
+        guard StaticKeyAuthorizer.isValidChannelName(request.streamName) else {
+            perform(session.playRejected(code: "NetStream.Play.StreamNotFound", "not a channel name"), context: context)
+            return
+        }
+        awaitingAuthorization = true
+        let play = PlayRequest(
+            app: request.app, channel: request.streamName, query: request.query, tcURL: request.tcURL,
+            flashVer: session.flashVer, swfURL: session.swfURL, pageURL: session.pageURL,
+            address: context.remoteAddress?.ipAddress ?? "", clientID: connectionID,
+            start: request.start, duration: request.duration, reset: request.reset)
+        let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        let authorizer = playAuthorizer
+        context.eventLoop.makeFutureWithTask { await authorizer.authorize(play) }.whenSuccess { decision in
+            let (handler, context) = loopBound.value
+            handler.awaitingAuthorization = false
+            guard !handler.closing, context.channel.isActive else { return }
+            switch decision {
+            case .allow(let channel):
+                handler.perform(handler.session.playAllowed(channel: channel), context: context)
+            case .deny(let reason):
+                handler.logger.warning("play refused", metadata: ["channel": "\(request.streamName)", "reason": "\(reason)"])
+                handler.perform(handler.session.playRejected(reason), context: context)
+            }
+            if !handler.closing { handler.process(context: context) }
         }
     }
 

@@ -52,6 +52,7 @@ public final class RTMPServer: Service, Sendable {
     private let configuration: Configuration
     private let hub: StreamHub
     private let authorizer: any PublishAuthorizer
+    private let playAuthorizer: any PlayAuthorizer
     private let logger: Logger
     private let eventLoopGroup: any EventLoopGroup
     private let onListening: @Sendable (Int) -> Void
@@ -59,11 +60,13 @@ public final class RTMPServer: Service, Sendable {
     private let nextConnectionID = Atomic<UInt64>(1)
 
     public init(configuration: Configuration, hub: StreamHub, authorizer: any PublishAuthorizer,
+                playAuthorizer: any PlayAuthorizer = OpenPlayAuthorizer(),
                 eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
                 logger: Logger, onListening: @escaping @Sendable (Int) -> Void = { _ in }) {
         self.configuration = configuration
         self.hub = hub
         self.authorizer = authorizer
+        self.playAuthorizer = playAuthorizer
         self.eventLoopGroup = eventLoopGroup
         self.logger = logger
         self.onListening = onListening
@@ -116,7 +119,8 @@ public final class RTMPServer: Service, Sendable {
         channel.closeFuture.whenComplete { [self] _ in _ = connections.withLock { $0.removeValue(forKey: key) } }
         try channel.pipeline.syncOperations.addHandlers([
             IdleStateHandler(readTimeout: configuration.idleTimeout),
-            RTMPConnectionHandler(configuration: configuration, hub: hub, authorizer: authorizer, logger: connectionLogger),
+            RTMPConnectionHandler(configuration: configuration, hub: hub, authorizer: authorizer,
+                                  playAuthorizer: playAuthorizer, connectionID: id, logger: connectionLogger),
         ])
     }
 }

@@ -11,6 +11,8 @@ extension ServerSession {
         public var messageStreamID: MessageStreamID
         /// `start` as sent: −2 live-or-recorded (the default), −1 live only, ≥0 a recorded position.
         public var start: Double
+        /// `duration` as sent: −1 until the end (the default).
+        public var duration: Double
         /// Whether to send NetStream.Play.Reset before Play.Start.
         public var reset: Bool
     }
@@ -26,10 +28,12 @@ extension ServerSession {
         }
         // Arguments after the name: start, duration, reset (librtmp and ffmpeg send start only, or nothing).
         let start = arguments.count > 1 ? arguments[1].numberValue ?? -2 : -2
+        let duration = arguments.count > 2 ? arguments[2].numberValue ?? -1 : -1
         let reset = arguments.count > 3 ? arguments[3].booleanValue ?? (arguments[3].numberValue.map { $0 != 0 } ?? true) : true
         let query = fullName.firstIndex(of: "?").map { String(fullName[fullName.index(after: $0)...]) }
         let request = PlayRequest(app: app, tcURL: tcURL, streamName: Self.withoutQuery(fullName), query: query,
-                                  messageStreamID: messageStreamID, start: start, reset: reset)
+                                  messageStreamID: messageStreamID, start: start, duration: duration,
+                                  reset: reset)
         state = .authorizingPlay(request)
         return [.authorizePlay(request)]
     }

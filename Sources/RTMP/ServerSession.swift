@@ -84,6 +84,10 @@ public struct ServerSession: Sendable {
     public internal(set) var state: State = .awaitingConnect
     public private(set) var app = ""
     public private(set) var tcURL: String?
+    /// From `connect`, for the notify hooks (nginx-rtmp's flashver, swfurl, pageurl).
+    public private(set) var flashVer: String?
+    public private(set) var swfURL: String?
+    public private(set) var pageURL: String?
     /// Whether the client said it understands GoAway (OBS does); kept for graceful redirects.
     public private(set) var supportsGoAway = false
     var messageStreams: Set<MessageStreamID> = []
@@ -250,6 +254,9 @@ public struct ServerSession: Sendable {
         guard state == .awaitingConnect else { return close("second connect on one connection") }
         app = commandObject["app"]?.stringValue.map { $0.split(separator: "/").first.map(String.init) ?? "" } ?? ""
         tcURL = commandObject["tcUrl"]?.stringValue
+        flashVer = commandObject["flashVer"]?.stringValue
+        swfURL = commandObject["swfUrl"]?.stringValue
+        pageURL = commandObject["pageUrl"]?.stringValue
         supportsGoAway = commandObject["supportsGoAway"]?.booleanValue ?? false
         let objectEncoding = commandObject["objectEncoding"]?.numberValue ?? 0
         guard objectEncoding == 0 else { return close("AMF3 object encoding requested; only AMF0 is supported") }

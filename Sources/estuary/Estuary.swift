@@ -1,6 +1,7 @@
 import App
 import ArgumentParser
 import Configuration
+import Foundation
 import Logging
 import ServiceLifecycle
 import UnixSignals
@@ -10,8 +11,30 @@ struct Estuary: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "estuary",
         abstract: "Live media server: RTMP in, HLS out.",
-        subcommands: [Serve.self],
+        subcommands: [Serve.self, SignURL.self],
         defaultSubcommand: Serve.self)
+}
+
+/// Prints the query that signs a play URL of a private channel.
+struct SignURL: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "sign-url",
+        abstract: "Print ?expires=…&token=… for a private channel (secret from ESTUARY_PLAY_SECRET or --secret).")
+
+    @Argument(help: "The channel.")
+    var channel: String
+    @Option(help: "Seconds the URL stays valid.")
+    var ttl: Int = 3600
+    @Option(help: "The play secret (prefer ESTUARY_PLAY_SECRET: flags show in `ps`).")
+    var secret: String?
+
+    func run() throws {
+        guard let secret = secret ?? ProcessInfo.processInfo.environment["ESTUARY_PLAY_SECRET"], !secret.isEmpty else {
+            throw ValidationError("no secret: set ESTUARY_PLAY_SECRET or pass --secret")
+        }
+        guard ttl > 0 else { throw ValidationError("--ttl must be positive") }
+        print("?" + SignedPlayURL(secret: secret).query(channel: channel, expires: Date().addingTimeInterval(Double(ttl))))
+    }
 }
 
 struct Serve: AsyncParsableCommand {
@@ -49,13 +72,19 @@ struct Serve: AsyncParsableCommand {
     var playerMaxLag: Double?
     @Option(help: "SO_SNDBUF of RTMP connections in bytes, as nginx's listen sndbuf=; 0 = kernel autotuning. [ESTUARY_RTMP_SEND_BUFFER, default 0]")
     var rtmpSendBuffer: Int?
+    @Option(help: "Secret for signed play URLs (?expires=&token=, HMAC-SHA256). [ESTUARY_PLAY_SECRET]")
+    var playSecret: String?
+    @Option(help: "A channel that needs a signed URL to watch, over RTMP and HLS; * for all (repeatable). [ESTUARY_PRIVATE_CHANNEL, comma-separated]")
+    var privateChannel: [String] = []
+    @Option(help: "nginx-rtmp's on_play: URL asked (form POST) before each RTMP play; 2xx allows, 3xx renames, else refuses. [ESTUARY_ON_PLAY]")
+    var onPlay: String?
     @Option(help: "trace, debug, info, notice, warning, error or critical. [ESTUARY_LOG_LEVEL, default info]")
     var logLevel: String?
 
     func run() async throws {
         var flags: [AbsoluteConfigKey: ConfigValue] = [:]
         func flag(_ key: String, _ content: ConfigContent?) {
-            if let content { flags[AbsoluteConfigKey(stringLiteral: "estuary.\(key)")] = ConfigValue(content, isSecret: false) }
+            if let content { flags[AbsoluteConfigKey(stringLiteral: "estuary.\(key)")] = ConfigValue(content, isSecret: ["streamKey", "playSecret"].contains(key)) }
         }
         flag("bind", bind.map(ConfigContent.string))
         flag("rtmpPort", rtmpPort.map { .string("\($0)") })
@@ -70,10 +99,13 @@ struct Serve: AsyncParsableCommand {
         flag("playerQueuePackets", playerQueuePackets.map { .string("\($0)") })
         flag("playerMaxLag", playerMaxLag.map { .string("\($0)") })
         flag("rtmpSendBuffer", rtmpSendBuffer.map { .string("\($0)") })
+        flag("playSecret", playSecret.map(ConfigContent.string))
+        flag("privateChannel", privateChannel.isEmpty ? nil : .stringArray(privateChannel))
+        flag("onPlay", onPlay.map(ConfigContent.string))
         flag("logLevel", logLevel.map(ConfigContent.string))
         let reader = ConfigReader(providers: [
             InMemoryProvider(name: "flags", values: flags),
-            EnvironmentVariablesProvider(secretsSpecifier: .specific(["ESTUARY_STREAM_KEY"])),
+            EnvironmentVariablesProvider(secretsSpecifier: .specific(["ESTUARY_STREAM_KEY", "ESTUARY_PLAY_SECRET"])),
         ])
         let configuration: EstuaryConfiguration
         do {
