@@ -3,17 +3,19 @@ public import Logging
 import Delivery
 import Foundation
 import IngestServer
-import NIOCore
+public import NIOCore
 public import Packaging
 public import ServiceLifecycle
 public import StreamHub
 
 /// The request context every route of the app shares.
-public struct AppRequestContext: RequestContext {
+public struct AppRequestContext: RequestContext, RemoteAddressRequestContext {
     public var coreContext: CoreRequestContextStorage
+    public let remoteAddress: SocketAddress?
 
     public init(source: Source) {
         coreContext = .init(source: source)
+        remoteAddress = source.channel.remoteAddress
     }
 }
 
@@ -99,6 +101,13 @@ public func buildApplication(_ configuration: EstuaryConfiguration, logger: Logg
         let body = #"{"status":"ok","live":\#(hub.liveChannels.count)}"#
         return Response(status: .ok, headers: [.contentType: "application/json"],
                         body: ResponseBody(byteBuffer: ByteBuffer(string: body)))
+    }
+    let api = router.group("/api/v1")
+        .add(middleware: APIErrorMiddleware())
+        .add(middleware: APIAccessMiddleware(token: configuration.apiToken))
+    StreamsAPI(hub: hub, sections: [:]).add(to: api)
+    if configuration.apiToken == nil {
+        logger.notice("API answers loopback clients only; set --api-token to open it to the network")
     }
     router.addRoutes(HLSRoutes<AppRequestContext>(store: segments, access: playAccess.http).routes, atPath: "/live")
 

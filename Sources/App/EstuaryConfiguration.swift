@@ -31,6 +31,8 @@ public struct EstuaryConfiguration: Sendable, CustomStringConvertible {
     public var privateChannels: Set<String> = []
     /// nginx-rtmp's `on_play`: asked before every RTMP play.
     public var onPlay: String?
+    /// Bearer token for `/api/v1`; without one the API answers loopback clients only.
+    public var apiToken: String?
     public var logLevel = Logger.Level.info
 
     public init() {}
@@ -79,6 +81,7 @@ public struct EstuaryConfiguration: Sendable, CustomStringConvertible {
         playSecret = config.string(forKey: "playSecret", isSecret: true)
         privateChannels = Set(config.stringArray(forKey: "privateChannel", default: []))
         onPlay = config.string(forKey: "onPlay")
+        apiToken = config.string(forKey: "apiToken", isSecret: true)
         let level = config.string(forKey: "logLevel", default: "info")
         guard let parsedLevel = Logger.Level(rawValue: level) else {
             throw ConfigurationError.invalid("log level '\(level)' is not one of \(Logger.Level.allCases.map(\.rawValue))")
@@ -135,6 +138,9 @@ public struct EstuaryConfiguration: Sendable, CustomStringConvertible {
         }
         guard privateChannels.isEmpty || (playSecret?.utf8.count ?? 0) >= 16 else {
             throw ConfigurationError.invalid("private channels need --play-secret of at least 16 characters to check signed URLs")
+        }
+        guard apiToken.map({ $0.utf8.count >= 16 }) ?? true else {
+            throw ConfigurationError.invalid("API token must be at least 16 characters")
         }
         if let onPlay {
             guard let url = URL(string: onPlay), ["http", "https"].contains(url.scheme ?? ""), url.host != nil else {

@@ -78,13 +78,15 @@ struct Serve: AsyncParsableCommand {
     var privateChannel: [String] = []
     @Option(help: "nginx-rtmp's on_play: URL asked (form POST) before each RTMP play; 2xx allows, 3xx renames, else refuses. [ESTUARY_ON_PLAY]")
     var onPlay: String?
+    @Option(help: "Bearer token for /api/v1 (16+ characters); without one the API answers loopback clients only. [ESTUARY_API_TOKEN]")
+    var apiToken: String?
     @Option(help: "trace, debug, info, notice, warning, error or critical. [ESTUARY_LOG_LEVEL, default info]")
     var logLevel: String?
 
     func run() async throws {
         var flags: [AbsoluteConfigKey: ConfigValue] = [:]
         func flag(_ key: String, _ content: ConfigContent?) {
-            if let content { flags[AbsoluteConfigKey(stringLiteral: "estuary.\(key)")] = ConfigValue(content, isSecret: ["streamKey", "playSecret"].contains(key)) }
+            if let content { flags[AbsoluteConfigKey(stringLiteral: "estuary.\(key)")] = ConfigValue(content, isSecret: ["streamKey", "playSecret", "apiToken"].contains(key)) }
         }
         flag("bind", bind.map(ConfigContent.string))
         flag("rtmpPort", rtmpPort.map { .string("\($0)") })
@@ -102,10 +104,11 @@ struct Serve: AsyncParsableCommand {
         flag("playSecret", playSecret.map(ConfigContent.string))
         flag("privateChannel", privateChannel.isEmpty ? nil : .stringArray(privateChannel))
         flag("onPlay", onPlay.map(ConfigContent.string))
+        flag("apiToken", apiToken.map(ConfigContent.string))
         flag("logLevel", logLevel.map(ConfigContent.string))
         let reader = ConfigReader(providers: [
             InMemoryProvider(name: "flags", values: flags),
-            EnvironmentVariablesProvider(secretsSpecifier: .specific(["ESTUARY_STREAM_KEY", "ESTUARY_PLAY_SECRET"])),
+            EnvironmentVariablesProvider(secretsSpecifier: .specific(["ESTUARY_STREAM_KEY", "ESTUARY_PLAY_SECRET", "ESTUARY_API_TOKEN"])),
         ])
         let configuration: EstuaryConfiguration
         do {

@@ -1,0 +1,70 @@
+import Crypto
+import Foundation
+public import Hummingbird
+import NIOCore
+
+/// Guards `/api/v1`: with `--api-token`, every request needs `Authorization: Bearer <token>`;
+/// without one, only loopback clients are answered (a laptop's own tools, nothing from the network).
+/// Accounts and per-user keys replace this in the auth module.
+struct APIAccessMiddleware: RouterMiddleware {
+    typealias Context = AppRequestContext
+    let token: String?
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        if let token {
+            guard let header = request.headers[.authorization], header.hasPrefix("Bearer "),
+                  Self.constantTimeEqual(Array(header.utf8.dropFirst(7)), Array(token.utf8))
+            else {
+                throw HTTPError(.unauthorized, headers: [.wwwAuthenticate: "Bearer"], message: "a valid API token is required")
+            }
+        } else {
+            guard Self.isLoopback(context.remoteAddress) else {
+                throw HTTPError(.forbidden, message: "the API answers loopback clients only until --api-token is set")
+            }
+        }
+        return try await next(request, context)
+    }
+
+    static func isLoopback(_ address: SocketAddress?) -> Bool {
+        guard let ip = address?.ipAddress else { return false }
+        return ip.hasPrefix("127.") || ip == "::1" || ip.hasPrefix("::ffff:127.")
+    }
+
+    static func constantTimeEqual(_ a: [UInt8], _ b: [UInt8]) -> Bool {
+        // Compare digests so the time does not depend on where (or whether) lengths differ.
+        let left = SHA256.hash(data: a), right = SHA256.hash(data: b)
+        return zip(left, right).reduce(UInt8(0)) { $0 | ($1.0 ^ $1.1) } == 0
+    }
+}
+
+/// JSON errors for the API: `{"error": "…"}` with the status.
+struct APIErrorMiddleware: RouterMiddleware {
+    typealias Context = AppRequestContext
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        do {
+            return try await next(request, context)
+        } catch let error as HTTPError {
+            return Self.json(error.status, error.body ?? error.status.reasonPhrase, headers: error.headers)
+        } catch let error as DecodingError {
+            return Self.json(.badRequest, "malformed JSON body: \(Self.describe(error))")
+        }
+    }
+
+    static func json(_ status: HTTPResponse.Status, _ message: String, headers: HTTPFields = [:]) -> Response {
+        var headers = headers
+        headers[.contentType] = "application/json"
+        let body = (try? JSONEncoder().encode(["error": message])) ?? Data(#"{"error":"unencodable message"}"#.utf8)
+        return Response(status: status, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(bytes: body)))
+    }
+
+    static func describe(_ error: DecodingError) -> String {
+        switch error {
+        case .keyNotFound(let key, _): "missing field '\(key.stringValue)'"
+        case .typeMismatch(_, let context), .valueNotFound(_, let context), .dataCorrupted(let context):
+            context.codingPath.isEmpty ? context.debugDescription
+                : "field '\(context.codingPath.map(\.stringValue).joined(separator: "."))': \(context.debugDescription)"
+        @unknown default: "\(error)"
+        }
+    }
+}
