@@ -37,7 +37,7 @@ struct APIAccessMiddleware: RouterMiddleware {
     }
 }
 
-/// JSON errors for the API: `{"error": "…"}` with the status.
+/// JSON errors for the API: `{"error": {"code": "not_found", "message": "…"}}` with the status.
 struct APIErrorMiddleware: RouterMiddleware {
     typealias Context = AppRequestContext
 
@@ -54,8 +54,14 @@ struct APIErrorMiddleware: RouterMiddleware {
     static func json(_ status: HTTPResponse.Status, _ message: String, headers: HTTPFields = [:]) -> Response {
         var headers = headers
         headers[.contentType] = "application/json"
-        let body = (try? JSONEncoder().encode(["error": message])) ?? Data(#"{"error":"unencodable message"}"#.utf8)
+        let document = ["error": ["code": code(status), "message": message]]
+        let body = (try? JSONEncoder().encode(document)) ?? Data(#"{"error":{"code":"internal","message":"?"}}"#.utf8)
         return Response(status: status, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(bytes: body)))
+    }
+
+    /// The status's reason phrase as a machine-readable code: 404 → `not_found`.
+    static func code(_ status: HTTPResponse.Status) -> String {
+        status.reasonPhrase.lowercased().map { $0.isLetter || $0.isNumber ? $0 : "_" }.reduce(into: "") { $0.append($1) }
     }
 
     static func describe(_ error: DecodingError) -> String {

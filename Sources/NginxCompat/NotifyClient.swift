@@ -20,7 +20,7 @@ public final class NotifyClient: Service, Sendable {
     private let timeout: TimeAmount
     private let logger: Logger
 
-    public init(timeout: TimeAmount = .seconds(5), logger: Logger) {
+    public init(timeout: TimeAmount = .seconds(10), logger: Logger) {
         // A 3xx is an answer (nginx-rtmp's redirect), not something to follow.
         var configuration = HTTPClient.Configuration(redirectConfiguration: .disallow)
         configuration.timeout = .init(connect: timeout, read: timeout)
