@@ -189,11 +189,30 @@ final class ChildProcess: Sendable {
         process.standardInput = FileHandle.nullDevice
         let (stream, continuation) = AsyncStream<Int32>.makeStream()
         process.terminationHandler = { continuation.yield($0.terminationStatus); continuation.finish() }
-        try process.run()
+        try Self.spawn(process)
         self.process = process
         exit = Task { for await status in stream { return status }; return -1 }
         stdoutData = Self.readAll(stdoutPipe.fileHandleForReading)
         stderrData = Self.readAll(stderrPipe.fileHandleForReading)
+    }
+
+    /// Starts the process from a thread with no signals blocked: a child inherits its parent
+    /// thread's signal mask, and Dispatch and cooperative threads block SIGTERM — an ffmpeg
+    /// started from one would ignore the polite stop the tests send it.
+    private static func spawn(_ process: Process) throws {
+        let started = DispatchSemaphore(value: 0)
+        let outcome = Mutex<Result<Void, any Error>>(.success(()))
+        let thread = Thread {
+            var none = sigset_t()
+            sigemptyset(&none)
+            pthread_sigmask(SIG_SETMASK, &none, nil)
+            let result = Result { try process.run() }
+            outcome.withLock { $0 = result }
+            started.signal()
+        }
+        thread.start()
+        started.wait()
+        try outcome.withLock { $0 }.get()
     }
 
     /// Reads on a thread of its own: a blocking read must hold neither one of the (two) cooperative
