@@ -116,7 +116,9 @@ public struct ChunkDecoder: Sendable {
         if let existing = streams[chunkStreamID] {
             stream = existing
         } else {
-            guard format == 0 else { throw .headerWithoutContext(chunkStreamID, format: format) }
+            // A type 1 header names length and type; some encoders open a chunk stream with one, and
+            // SRS accepts it (message stream 0). Types 2 and 3 leave too much unknown.
+            guard format <= 1 else { throw .headerWithoutContext(chunkStreamID, format: format) }
             guard streams.count < limits.maxChunkStreams else { throw .tooManyChunkStreams(limit: limits.maxChunkStreams) }
             stream = ChunkStream()
         }

@@ -139,14 +139,25 @@ struct ChunkTests {
                 error: .invalidChunkSize(0x7FFF_FFFF)),
         Hostile(name: "16 MiB message is refused at its header", bytes: bytes("03 000000 FFFFFE 14 00000000"),
                 error: .messageTooLarge(length: 0xFFFFFE, limit: 8 << 20)),
-        Hostile(name: "type 1 header on a new chunk stream", bytes: bytes("44 000000 000001 09 AA"),
-                error: .headerWithoutContext(4, format: 1)),
+        Hostile(name: "type 2 header on a new chunk stream", bytes: bytes("84 000000 AA"),
+                error: .headerWithoutContext(4, format: 2)),
         Hostile(name: "type 3 header on a new chunk stream", bytes: bytes("C4 AA"),
                 error: .headerWithoutContext(4, format: 3)),
         Hostile(name: "type 0 header inside an unfinished message",
                 bytes: bytes("04 000000 0000C8 09 01000000") + Array(body200[0..<128]) + bytes("04 000000 000001 09 01000000 AA"),
                 error: .headerInsideMessage(4, format: 0)),
     ]
+
+    @Test("a type 1 header may open a chunk stream (as SRS allows): message stream 0")
+    func typeOneOpensStream() throws {
+        var decoder = ChunkDecoder()
+        var input = buffer(bytes("44 000010 000001 09 AA"))
+        let message = try #require(try decoder.decode(&input))
+        #expect(message.typeID == 9)
+        #expect(message.messageStreamID == 0)
+        #expect(message.timestamp == 0x10)
+        #expect(Array(message.payload.readableBytesView) == [0xAA])
+    }
 
     @Test("refuses hostile chunk streams with a precise error", arguments: hostile)
     func rejects(_ testCase: Hostile) {
