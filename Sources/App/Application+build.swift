@@ -22,17 +22,19 @@ public struct EstuaryApplication: Service, CustomStringConvertible {
     public let configuration: EstuaryConfiguration
     public let hub: StreamHub
     public let segments: SegmentStore
+    public let recordings: RecordingService
     /// The ports actually bound (useful with port 0).
     public let rtmpPort: ListeningPort
     public let httpPort: ListeningPort
     private let services: [any Service]
     private let logger: Logger
 
-    init(configuration: EstuaryConfiguration, hub: StreamHub, segments: SegmentStore, rtmpPort: ListeningPort,
-         httpPort: ListeningPort, services: [any Service], logger: Logger) {
+    init(configuration: EstuaryConfiguration, hub: StreamHub, segments: SegmentStore, recordings: RecordingService,
+         rtmpPort: ListeningPort, httpPort: ListeningPort, services: [any Service], logger: Logger) {
         self.configuration = configuration
         self.hub = hub
         self.segments = segments
+        self.recordings = recordings
         self.rtmpPort = rtmpPort
         self.httpPort = httpPort
         self.services = services
@@ -44,7 +46,8 @@ public struct EstuaryApplication: Service, CustomStringConvertible {
 
     /// Runs until graceful shutdown (of this service's own group, or its parent's).
     public func run() async throws {
-        // Shutdown goes in reverse: RTMP stops first, then HLS ends the playlists, then HTTP.
+        // Shutdown goes in reverse: RTMP stops first, then HLS ends the playlists, recordings are
+        // closed, then HTTP.
         let group = ServiceGroup(configuration: .init(services: services.map { .init(service: $0) }, logger: logger))
         do {
             try await group.run()
@@ -59,7 +62,11 @@ public struct EstuaryApplication: Service, CustomStringConvertible {
 }
 
 /// Builds the app from configuration; `main` and the tests both call this.
-public func buildApplication(_ configuration: EstuaryConfiguration, logger: Logger) throws -> EstuaryApplication {
+///
+/// `onRecordDone` is called (in order, never concurrently) each time a recording file is closed.
+public func buildApplication(_ configuration: EstuaryConfiguration, logger: Logger,
+                             onRecordDone: @escaping @Sendable (RecordingDone) async -> Void = { _ in })
+    throws -> EstuaryApplication {
     let hub = StreamHub(registry: MemoryRegistry(), logger: logger)
     let segments = SegmentStore(retainedAfterWindow: configuration.hlsWindow)
     let rtmpPort = ListeningPort()
@@ -87,6 +94,14 @@ public func buildApplication(_ configuration: EstuaryConfiguration, logger: Logg
                                         windowLength: configuration.hlsWindow, directory: configuration.hlsPath),
         grace: .milliseconds(Int64(configuration.publishGrace * 1000)), logger: logger)
 
+    let recordings = RecordingService(
+        hub: hub,
+        configuration: .init(mode: configuration.recordMode, formats: configuration.recordFormats,
+                             directory: configuration.recordingDirectory,
+                             limits: RecordingLimits(maxBytes: configuration.recordMaxSize,
+                                                     maxDuration: Int64(configuration.recordMaxDuration * 1000))),
+        logger: logger, onRecordDone: onRecordDone)
+
     let router = Router(context: AppRequestContext.self)
     router.add(middleware: CORSMiddleware(allowOrigin: .all, allowHeaders: [.range, .accept, .origin],
                                           allowMethods: [.get, .head, .options],
@@ -97,6 +112,7 @@ public func buildApplication(_ configuration: EstuaryConfiguration, logger: Logg
                         body: ResponseBody(byteBuffer: ByteBuffer(string: body)))
     }
     router.addRoutes(HLSRoutes<AppRequestContext>(store: segments).routes, atPath: "/live")
+    addRecordingRoutes(to: router.group("/api/v1"), service: recordings)
 
     let http = Application(
         router: router,
@@ -108,6 +124,7 @@ public func buildApplication(_ configuration: EstuaryConfiguration, logger: Logg
         },
         logger: logger)
 
-    return EstuaryApplication(configuration: configuration, hub: hub, segments: segments, rtmpPort: rtmpPort,
-                              httpPort: httpPort, services: [http, hls, rtmp], logger: logger)
+    return EstuaryApplication(configuration: configuration, hub: hub, segments: segments, recordings: recordings,
+                              rtmpPort: rtmpPort, httpPort: httpPort, services: [http, recordings, hls, rtmp],
+                              logger: logger)
 }

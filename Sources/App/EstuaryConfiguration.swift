@@ -1,6 +1,7 @@
 public import Configuration
 import Foundation
 public import Logging
+public import Packaging
 import StreamHub
 
 /// Everything `estuary serve` can be told, resolved from flags, then `ESTUARY_*`
@@ -22,6 +23,19 @@ public struct EstuaryConfiguration: Sendable, CustomStringConvertible {
     /// Messages an RTMP player may fall behind by before it skips to the next keyframe.
     public var playerQueuePackets = 1024
     public var logLevel = Logger.Level.info
+    /// Which channels are recorded.
+    public var recordMode = RecordMode.off
+    /// Both by default: FLV survives a crash of the server, MP4 plays anywhere once finished.
+    public var recordFormats: [RecordingFormat] = [.flv, .mp4]
+    /// Where recordings go; nil means `<dataDirectory>/recordings`.
+    public var recordPath: String?
+    /// Bytes per recording file before the next keyframe starts a new one; 0 = no limit.
+    public var recordMaxSize: Int64 = 0
+    /// Seconds per recording file before the next keyframe starts a new one; 0 = no limit.
+    public var recordMaxDuration = 0.0
+
+    /// The directory recordings are written to.
+    public var recordingDirectory: String { recordPath ?? dataDirectory + "/recordings" }
 
     public init() {}
 
@@ -29,6 +43,7 @@ public struct EstuaryConfiguration: Sendable, CustomStringConvertible {
     public var description: String {
         "bind=\(bind) rtmp=\(rtmpPort) http=\(httpPort) data=\(dataDirectory) hls=\(hlsSegmentDuration)s×\(hlsWindow)"
             + " hlsPath=\(hlsPath ?? "-") keys=\(streamKeys.count) grace=\(publishGrace)s log=\(logLevel)"
+            + " record=\(recordMode.rawValue)"
     }
 
     public enum ConfigurationError: Error, CustomStringConvertible {
@@ -69,6 +84,23 @@ public struct EstuaryConfiguration: Sendable, CustomStringConvertible {
             throw ConfigurationError.invalid("log level '\(level)' is not one of \(Logger.Level.allCases.map(\.rawValue))")
         }
         logLevel = parsedLevel
+
+        let mode = config.string(forKey: "record", default: recordMode.rawValue)
+        guard let parsedMode = RecordMode(rawValue: mode) else {
+            throw ConfigurationError.invalid("record mode '\(mode)' is not one of all, off, manual")
+        }
+        recordMode = parsedMode
+        if let format = config.string(forKey: "recordFormat") {
+            switch format {
+            case "flv": recordFormats = [.flv]
+            case "mp4": recordFormats = [.mp4]
+            case "both": recordFormats = [.flv, .mp4]
+            default: throw ConfigurationError.invalid("record format '\(format)' is not one of flv, mp4, both")
+            }
+        }
+        recordPath = config.string(forKey: "recordPath")
+        recordMaxSize = try number("recordMaxSize", recordMaxSize)
+        recordMaxDuration = try number("recordMaxDuration", recordMaxDuration)
 
         for entry in config.stringArray(forKey: "streamKey", isSecret: true, default: []) {
             try addStreamKey(entry)
@@ -111,6 +143,10 @@ public struct EstuaryConfiguration: Sendable, CustomStringConvertible {
         }
         guard (1...100).contains(hlsWindow) else { throw ConfigurationError.invalid("HLS window must be 1…100 segments") }
         guard playerQueuePackets >= 16 else { throw ConfigurationError.invalid("player queue must be at least 16 packets") }
+        guard recordMaxSize >= 0, (0...1e9).contains(recordMaxDuration) else {
+            throw ConfigurationError.invalid("record max size and duration must be 0 (no limit) or positive")
+        }
+        guard recordPath?.isEmpty != true else { throw ConfigurationError.invalid("record path must not be empty") }
         guard publishGrace >= 0, handshakeTimeout > 0, idleTimeout > 0 else {
             throw ConfigurationError.invalid("timeouts must be positive")
         }

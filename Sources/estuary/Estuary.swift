@@ -45,6 +45,16 @@ struct Serve: AsyncParsableCommand {
     var streamKeysFile: String?
     @Option(help: "Messages an RTMP player may fall behind before it skips to the next keyframe. [ESTUARY_PLAYER_QUEUE_PACKETS, default 1024]")
     var playerQueuePackets: Int?
+    @Option(help: "Record channels: all, off or manual (started and stopped through the API). [ESTUARY_RECORD, default off]")
+    var record: String?
+    @Option(help: "Recording format: flv, mp4 or both. [ESTUARY_RECORD_FORMAT, default both]")
+    var recordFormat: String?
+    @Option(help: "Directory for recordings, <channel>-<yyyyMMdd-HHmmss>.<ext>. [ESTUARY_RECORD_PATH, default <data-dir>/recordings]")
+    var recordPath: String?
+    @Option(help: "Start a new recording file at the first keyframe past this many bytes; 0 = no limit. [ESTUARY_RECORD_MAX_SIZE, default 0]")
+    var recordMaxSize: Int64?
+    @Option(help: "Start a new recording file at the first keyframe past this many seconds; 0 = no limit. [ESTUARY_RECORD_MAX_DURATION, default 0]")
+    var recordMaxDuration: Double?
     @Option(help: "trace, debug, info, notice, warning, error or critical. [ESTUARY_LOG_LEVEL, default info]")
     var logLevel: String?
 
@@ -65,6 +75,11 @@ struct Serve: AsyncParsableCommand {
         flag("streamKeysFile", streamKeysFile.map(ConfigContent.string))
         flag("playerQueuePackets", playerQueuePackets.map { .string("\($0)") })
         flag("logLevel", logLevel.map(ConfigContent.string))
+        flag("record", record.map(ConfigContent.string))
+        flag("recordFormat", recordFormat.map(ConfigContent.string))
+        flag("recordPath", recordPath.map(ConfigContent.string))
+        flag("recordMaxSize", recordMaxSize.map { .string("\($0)") })
+        flag("recordMaxDuration", recordMaxDuration.map { .string("\($0)") })
         let reader = ConfigReader(providers: [
             InMemoryProvider(name: "flags", values: flags),
             EnvironmentVariablesProvider(secretsSpecifier: .specific(["ESTUARY_STREAM_KEY"])),
