@@ -121,7 +121,7 @@ let package = Package(
         .testTarget(
             name: "EndToEndTests",
             dependencies: [
-                "App", "RTMP", "MediaCore", "StreamHub", "IngestServer",
+                "App", "RTMP", "MediaCore", "StreamHub", "IngestServer", "Packaging",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),

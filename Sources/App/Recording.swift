@@ -246,7 +246,7 @@ public final class RecordingService: Service, Sendable {
                                                             "path": "\(file.path)"])
             case .closed(let file, let reason, let failure):
                 var metadata: Logger.Metadata = [
-                    "channel": "\(job.channel)", "format": "\(format)", "path": "\(file.path)", "reason": "\(reason)",
+                    "channel": "\(job.channel)", "format": "\(format)", "path": "\(file.path)", "reason": "\(reason.rawValue)",
                     "duration": "\(Double(file.duration) / 1000)s", "bytes": "\(file.bytes)",
                 ]
                 if let failure {
