@@ -15,8 +15,8 @@ public import struct Foundation.Date
 /// - A file starts on a video keyframe (on the first audio packet when the stream has no video);
 ///   what comes before is skipped, as are packets timed before the file's first one.
 /// - At a keyframe past a limit (`RecordingLimits`), the file is closed and the next one begins
-///   with that keyframe. A changed codec setup closes the file too; the next opens at the next
-///   keyframe with the new setup.
+///   with that keyframe. A changed codec setup, or a track's clock going back by more than a
+///   second, closes the file too; the next opens at the next keyframe.
 /// - The directory is created (with its parents) when the first file opens.
 ///
 /// Everything that happens to files is reported as `Event`s, collected until `takeEvents()`.
@@ -53,7 +53,13 @@ public final class SplittingRecorder {
         let started: Date
         /// DTS (ms) of the file's first packet.
         let startDTS: Int64
+        /// DTS (ms) of the last packet written, per kind.
+        var lastDTS: [MediaKind: Int64] = [:]
     }
+
+    /// How far (ms) a track's DTS may go back before it counts as a new timeline rather than a
+    /// stray packet (which is refused).
+    static let timestampJumpTolerance: Int64 = 1000
 
     /// `now` gives the wall-clock time used in file names (tests pass a fixed clock).
     public init(directory: String, channel: String, format: RecordingFormat, limits: RecordingLimits = .init(),
@@ -98,7 +104,11 @@ public final class SplittingRecorder {
             return
         }
         let startsFile = description.video != nil ? packet.kind == .video && packet.isKeyframe : packet.kind == .audio
-        if let current, startsFile, let reason = splitReason(current, at: packet) {
+        if let current, let last = current.lastDTS[packet.kind], packet.dts < last - Self.timestampJumpTolerance {
+            // The publisher's clock went back (an encoder restart): nothing after it would be
+            // accepted in this file, so the recording goes on in a new one.
+            close(reason: .streamChanged)
+        } else if let current, startsFile, let reason = splitReason(current, at: packet) {
             close(reason: reason)
         }
         if current == nil {
@@ -119,6 +129,7 @@ public final class SplittingRecorder {
             if error.isFatal { fail(error) }
             throw error
         }
+        self.current?.lastDTS[packet.kind] = packet.dts
     }
 
     /// Closes the current file for `reason`; nothing can be written afterwards. Idempotent.

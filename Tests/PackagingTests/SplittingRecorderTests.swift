@@ -155,6 +155,28 @@ struct SplittingRecorderTests {
         }
     }
 
+    @Test("a clock that goes back starts a new file at the next keyframe; a small step back is refused")
+    func timestampReset() throws {
+        let file = try FLVFile(fixtures.appendingPathComponent("av-640x360.flv").path)
+        try withTemporaryDirectory { directory in
+            let recorder = SplittingRecorder(directory: directory.path, channel: "cam", format: .flv, now: { fixedDate })
+            recorder.setDescription(file.description)
+            for packet in file.packets { try recorder.write(packet) }
+            var stray = try #require(file.packets.last { $0.kind == .audio })
+            stray.dts -= 500
+            stray.pts -= 500
+            #expect(throws: RecordingError.self) { try recorder.write(stray) }
+            for packet in file.packets { try recorder.write(packet) }  // the encoder restarted at 0
+            recorder.finish(reason: .publishEnded)
+            let files = closed(recorder.takeEvents())
+            #expect(files.map(\.reason) == [.streamChanged, .publishEnded])
+            for (file, _) in files {
+                #expect(abs(Double(file.duration) / 1000 - 6) < 0.1)
+                try expectDecodesCleanly(file.path)
+            }
+        }
+    }
+
     @Test("packets before any description are skipped; nothing is created")
     func noDescription() throws {
         let file = try FLVFile(fixtures.appendingPathComponent("av-640x360.flv").path)
