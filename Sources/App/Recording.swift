@@ -214,12 +214,7 @@ public final class RecordingService: Service, Sendable {
     private func record(_ job: RecordingJob) async {
         var failed = false
         while let batch = await job.subscription.nextBatch(limit: 256) {
-            let outcome: RecordingJob.Outcome
-            do {
-                outcome = try await pool.runIfActive { job.process(batch) }
-            } catch {
-                outcome = .init(fatal: .ioFailed(path: job.channel, operation: "recording (thread pool: \(error))", errno: 0))
-            }
+            let outcome = await offload { job.process(batch) }
             report(outcome, of: job)
             if outcome.fatal != nil {
                 failed = true
@@ -229,10 +224,16 @@ public final class RecordingService: Service, Sendable {
         job.subscription.cancel()
         guard !failed else { return }
         let reason = job.stopReason ?? .publishEnded
+        report(await offload { job.finish(reason) }, of: job)
+    }
+
+    /// Runs blocking file work on the service's thread pool. The pool stops only after every job
+    /// has ended, so running inline instead is a backstop that still closes files properly.
+    private func offload<T: Sendable>(_ work: @escaping @Sendable () -> T) async -> T {
         do {
-            report(try await pool.runIfActive { job.finish(reason) }, of: job)
+            return try await pool.runIfActive(work)
         } catch {
-            logger.error("recording not closed", metadata: ["channel": "\(job.channel)", "error": "\(error)"])
+            return work()
         }
     }
 

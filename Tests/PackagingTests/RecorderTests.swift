@@ -401,6 +401,35 @@ struct RecorderTests {
         }
     }
 
+    @Test("odd codec setups: MP4 refuses what it cannot index, FLV records it; an oversized packet is refused")
+    func oddDescriptions() throws {
+        let file = try FLVFile(fixtures.appendingPathComponent("av-640x360.flv").path)
+        // A well-formed avcC whose SPS is a NAL header and a byte of nothing: no picture size.
+        let avcC = try AVCDecoderConfigurationRecord(bytes: [1, 0x64, 0, 0x1F, 0xFF, 0xE1, 0, 2, 0x67, 0xFF, 1, 0, 1, 0x68])
+        // AAC-LC with an explicit (escape-coded) sampling frequency of 0 Hz, stereo.
+        let config = try AudioSpecificConfig(bytes: [0x17, 0x80, 0x00, 0x00, 0x10])
+        #expect(config.samplingFrequency == 0)
+        try withTemporaryDirectory { directory in
+            let noSize = StreamDescription(video: .init(avcC: avcC))
+            let noRate = StreamDescription(audio: .init(config: config))
+            for (description, reason) in [(noSize, "the picture size cannot be read"), (noRate, "an AAC sampling frequency of 0")] {
+                let error = #expect(throws: RecordingError.self) {
+                    try MP4Recorder(path: directory.appendingPathComponent("odd.mp4").path, description: description)
+                }
+                #expect(error?.description.contains(reason) == true, "\(String(describing: error))")
+                #expect(error?.isFatal == true)
+                let flv = try FLVRecorder(path: directory.appendingPathComponent("odd.flv").path, description: description)
+                try flv.finish()
+            }
+            let flv = try FLVRecorder(path: directory.appendingPathComponent("big.flv").path, description: file.description)
+            var huge = try #require(file.packets.first { $0.kind == .audio })
+            huge.data = [UInt8](repeating: 0, count: FLVRecorder.maximumTagBodySize)
+            let error = #expect(throws: RecordingError.self) { try flv.write(huge) }
+            #expect(error?.isFatal == false && error?.description.contains("too big for an FLV tag") == true)
+            try flv.finish()
+        }
+    }
+
     @Test("MP4: finishing without any packet neither crashes nor hangs")
     func mp4Empty() throws {
         let file = try FLVFile(fixtures.appendingPathComponent("av-640x360.flv").path)
