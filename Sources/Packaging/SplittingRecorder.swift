@@ -38,6 +38,9 @@ public final class SplittingRecorder {
     public let format: RecordingFormat
     public let limits: RecordingLimits
     private let now: () -> Date
+    /// Opens one file; tests substitute recorders that fail on purpose.
+    typealias RecorderFactory = (_ path: String, StreamDescription, StreamMetadata) throws(RecordingError) -> any MediaRecorder
+    private let makeRecorder: RecorderFactory?
 
     private var description: StreamDescription?
     private var metadata = StreamMetadata()
@@ -62,13 +65,19 @@ public final class SplittingRecorder {
     static let timestampJumpTolerance: Int64 = 1000
 
     /// `now` gives the wall-clock time used in file names (tests pass a fixed clock).
-    public init(directory: String, channel: String, format: RecordingFormat, limits: RecordingLimits = .init(),
-                now: @escaping () -> Date = Date.init) {
+    public convenience init(directory: String, channel: String, format: RecordingFormat,
+                            limits: RecordingLimits = .init(), now: @escaping () -> Date = Date.init) {
+        self.init(directory: directory, channel: channel, format: format, limits: limits, now: now, makeRecorder: nil)
+    }
+
+    init(directory: String, channel: String, format: RecordingFormat, limits: RecordingLimits,
+         now: @escaping () -> Date, makeRecorder: RecorderFactory?) {
         self.directory = directory
         self.channel = channel
         self.format = format
         self.limits = limits
         self.now = now
+        self.makeRecorder = makeRecorder
     }
 
     /// The file being written, as it stands.
@@ -152,9 +161,13 @@ public final class SplittingRecorder {
             try Self.createDirectory(directory)
             let started = now()
             let path = try uniquePath(started: started)
-            let recorder: any MediaRecorder = switch format {
-            case .flv: try FLVRecorder(path: path, description: description, metadata: metadata)
-            case .mp4: try MP4Recorder(path: path, description: description)
+            let recorder: any MediaRecorder = if let makeRecorder {
+                try makeRecorder(path, description, metadata)
+            } else {
+                switch format {
+                case .flv: try FLVRecorder(path: path, description: description, metadata: metadata)
+                case .mp4: try MP4Recorder(path: path, description: description)
+                }
             }
             current = Current(recorder: recorder, description: description, started: started, startDTS: dts)
             events.append(.opened(RecordingFile(path: path, format: format, started: started,

@@ -177,6 +177,55 @@ struct SplittingRecorderTests {
         }
     }
 
+    @Test("a write failing mid-file (disk full) closes the file as failed and ends the recording")
+    func diskFullMidFile() throws {
+        /// An FLV recorder whose disk fills up after `capacity` packets.
+        final class FillingUp: MediaRecorder {
+            let inner: FLVRecorder
+            var capacity: Int
+            init(_ inner: FLVRecorder, capacity: Int) {
+                self.inner = inner
+                self.capacity = capacity
+            }
+            var path: String { inner.path }
+            var bytesWritten: Int64 { inner.bytesWritten }
+            var duration: Int64 { inner.duration }
+            func write(_ media: MediaPacket) throws(RecordingError) {
+                guard capacity > 0 else { throw .ioFailed(path: path, operation: "writing", errno: ENOSPC) }
+                capacity -= 1
+                try inner.write(media)
+            }
+            func finish() throws(RecordingError) { try inner.finish() }
+        }
+        let file = try FLVFile(fixtures.appendingPathComponent("av-640x360.flv").path)
+        try withTemporaryDirectory { directory in
+            let recorder = SplittingRecorder(
+                directory: directory.path, channel: "cam", format: .flv, limits: .init(), now: { fixedDate },
+                makeRecorder: { path, description, metadata throws(RecordingError) in
+                    FillingUp(try FLVRecorder(path: path, description: description, metadata: metadata), capacity: 100)
+                })
+            recorder.setDescription(file.description)
+            var failure: RecordingError?
+            for packet in file.packets where failure == nil {
+                do throws(RecordingError) { try recorder.write(packet) } catch { failure = error }
+            }
+            #expect(failure == .ioFailed(path: directory.path + "/cam-20240102-030405.flv", operation: "writing", errno: ENOSPC))
+            let events = recorder.takeEvents()
+            guard case .closed(let closed, let reason, let error) = try #require(events.last) else {
+                Issue.record("no closed event: \(events)")
+                return
+            }
+            #expect(reason == .failed && error == failure)
+            #expect(closed.bytes == (try fileSize(closed.path)))
+            #expect(throws: RecordingError.self) { try recorder.write(file.packets[0]) }
+            recorder.finish(reason: .publishEnded)
+            #expect(recorder.takeEvents().isEmpty, "closed once")
+            // What was written before the disk filled up plays.
+            #expect(try FLVFile(closed.path).packets.count == 100)
+            try expectDecodesCleanly(closed.path)
+        }
+    }
+
     @Test("packets before any description are skipped; nothing is created")
     func noDescription() throws {
         let file = try FLVFile(fixtures.appendingPathComponent("av-640x360.flv").path)
