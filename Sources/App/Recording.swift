@@ -196,7 +196,9 @@ public final class RecordingService: Service, Sendable {
                     subscription: stream.subscribe(limits: .init(maxPackets: 8192, maxBytes: 256 << 20)))
                 state.jobs[id] = job
                 state.tasks[id] = Task { [self] in
-                    await record(job)
+                    let last = await record(job)
+                    // Out of the active jobs before the last files are announced, so whoever hears
+                    // of them sees the channel's recording over.
                     self.state.withLock { state in
                         state.jobs[id] = nil
                         state.tasks[id] = nil
@@ -204,27 +206,28 @@ public final class RecordingService: Service, Sendable {
                         if history.count > Self.historyLimit { history.removeFirst(history.count - Self.historyLimit) }
                         state.history[job.channel] = history
                     }
+                    for event in last { done.continuation.yield(event) }
                 }
             }
             return true
         }
     }
 
-    /// Feeds the subscription into the job's recorder until the publish ends or the job is stopped.
-    private func record(_ job: RecordingJob) async {
-        var failed = false
+    /// Feeds the subscription into the job's recorder until the publish ends, the job is stopped
+    /// or it fails; returns the done events of its last step, for the caller to announce.
+    private func record(_ job: RecordingJob) async -> [RecordingDone] {
         while let batch = await job.subscription.nextBatch(limit: 256) {
             let outcome = await offload { job.process(batch) }
-            report(outcome, of: job)
+            let finished = report(outcome, of: job)
             if outcome.fatal != nil {
-                failed = true
-                break
+                job.subscription.cancel()
+                return finished
             }
+            for event in finished { done.continuation.yield(event) }
         }
         job.subscription.cancel()
-        guard !failed else { return }
         let reason = job.stopReason ?? .publishEnded
-        report(await offload { job.finish(reason) }, of: job)
+        return report(await offload { job.finish(reason) }, of: job)
     }
 
     /// Runs blocking file work on the service's thread pool. The pool stops only after every job
@@ -237,9 +240,10 @@ public final class RecordingService: Service, Sendable {
         }
     }
 
-    /// Logs what happened to the job's files, updates its status and queues done events.
-    private func report(_ outcome: RecordingJob.Outcome, of job: RecordingJob) {
+    /// Logs what happened to the job's files and updates its status; returns the closed files.
+    private func report(_ outcome: RecordingJob.Outcome, of job: RecordingJob) -> [RecordingDone] {
         let format = job.format
+        var finished: [RecordingDone] = []
         for event in outcome.events {
             switch event {
             case .opened(let file):
@@ -256,9 +260,8 @@ public final class RecordingService: Service, Sendable {
                 } else {
                     logger.info("recording finished", metadata: metadata)
                 }
-                done.continuation.yield(RecordingDone(channel: job.channel, path: file.path, format: format,
-                                                      duration: Double(file.duration) / 1000, bytes: file.bytes,
-                                                      reason: reason))
+                finished.append(RecordingDone(channel: job.channel, path: file.path, format: format,
+                                              duration: Double(file.duration) / 1000, bytes: file.bytes, reason: reason))
             }
         }
         if let fatal = outcome.fatalBeforeFile {
@@ -274,6 +277,7 @@ public final class RecordingService: Service, Sendable {
             ])
         }
         job.update(with: outcome)
+        return finished
     }
 }
 
