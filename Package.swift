@@ -148,7 +148,7 @@ let package = Package(
         .testTarget(
             name: "EndToEndTests",
             dependencies: [
-                "App", "RTMP", "MediaCore", "StreamHub", "IngestServer",
+                "App", "RTMP", "MediaCore", "StreamHub", "IngestServer", "Packaging",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),

@@ -55,7 +55,9 @@ struct APIErrorMiddleware: RouterMiddleware {
         var headers = headers
         headers[.contentType] = "application/json"
         let document = ["error": ["code": code(status), "message": message]]
-        let body = (try? JSONEncoder().encode(document)) ?? Data(#"{"error":{"code":"internal","message":"?"}}"#.utf8)
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        let body = (try? encoder.encode(document)) ?? Data(#"{"error":{"code":"internal","message":"?"}}"#.utf8)
         return Response(status: status, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(bytes: body)))
     }
 

@@ -3,6 +3,7 @@ public import Logging
 import Delivery
 import Foundation
 import IngestServer
+import NginxCompat
 public import NIOCore
 public import Packaging
 public import ServiceLifecycle
@@ -24,17 +25,19 @@ public struct EstuaryApplication: Service, CustomStringConvertible {
     public let configuration: EstuaryConfiguration
     public let hub: StreamHub
     public let segments: SegmentStore
+    public let recordings: RecordingService
     /// The ports actually bound (useful with port 0).
     public let rtmpPort: ListeningPort
     public let httpPort: ListeningPort
     private let services: [any Service]
     private let logger: Logger
 
-    init(configuration: EstuaryConfiguration, hub: StreamHub, segments: SegmentStore, rtmpPort: ListeningPort,
-         httpPort: ListeningPort, services: [any Service], logger: Logger) {
+    init(configuration: EstuaryConfiguration, hub: StreamHub, segments: SegmentStore, recordings: RecordingService,
+         rtmpPort: ListeningPort, httpPort: ListeningPort, services: [any Service], logger: Logger) {
         self.configuration = configuration
         self.hub = hub
         self.segments = segments
+        self.recordings = recordings
         self.rtmpPort = rtmpPort
         self.httpPort = httpPort
         self.services = services
@@ -46,7 +49,8 @@ public struct EstuaryApplication: Service, CustomStringConvertible {
 
     /// Runs until graceful shutdown (of this service's own group, or its parent's).
     public func run() async throws {
-        // Shutdown goes in reverse: RTMP stops first, then HLS ends the playlists, then HTTP.
+        // Shutdown goes in reverse: RTMP stops first, then HLS ends the playlists, recordings are
+        // closed, then HTTP.
         let group = ServiceGroup(configuration: .init(services: services.map { .init(service: $0) }, logger: logger))
         do {
             try await group.run()
@@ -61,7 +65,11 @@ public struct EstuaryApplication: Service, CustomStringConvertible {
 }
 
 /// Builds the app from configuration; `main` and the tests both call this.
-public func buildApplication(_ configuration: EstuaryConfiguration, logger: Logger) throws -> EstuaryApplication {
+///
+/// `onRecordDone` is called (in order, never concurrently) each time a recording file is closed.
+public func buildApplication(_ configuration: EstuaryConfiguration, logger: Logger,
+                             onRecordDone: @escaping @Sendable (RecordingDone) async -> Void = { _ in })
+    throws -> EstuaryApplication {
     let hub = StreamHub(registry: MemoryRegistry(), logger: logger)
     let segments = SegmentStore(retainedAfterWindow: configuration.hlsWindow)
     let rtmpPort = ListeningPort()
@@ -76,7 +84,9 @@ public func buildApplication(_ configuration: EstuaryConfiguration, logger: Logg
     }
     try FileManager.default.createDirectory(atPath: configuration.dataDirectory, withIntermediateDirectories: true)
 
-    let playAccess = try playAuthorization(configuration, logger: logger)
+    // One HTTP client for every notify hook, shut down after everything that calls it.
+    let notify = configuration.onPlay != nil || configuration.onRecordDone != nil ? NotifyClient(logger: logger) : nil
+    let playAccess = try playAuthorization(configuration, notify: notify, logger: logger)
     let rtmp = RTMPServer(
         configuration: .init(host: configuration.bind, port: configuration.rtmpPort,
                              handshakeTimeout: .milliseconds(Int64(configuration.handshakeTimeout * 1000)),
@@ -93,6 +103,19 @@ public func buildApplication(_ configuration: EstuaryConfiguration, logger: Logg
                                         windowLength: configuration.hlsWindow, directory: configuration.hlsPath),
         grace: .milliseconds(Int64(configuration.publishGrace * 1000)), logger: logger)
 
+    let recordings = RecordingService(
+        hub: hub,
+        configuration: .init(mode: configuration.recordMode, formats: configuration.recordFormats,
+                             directory: configuration.recordingDirectory,
+                             limits: RecordingLimits(maxBytes: configuration.recordMaxSize,
+                                                     maxDuration: Int64(configuration.recordMaxDuration * 1000))),
+        logger: logger, onRecordDone: { done in
+            await onRecordDone(done)
+            if let notify, let url = configuration.onRecordDone {
+                await OnRecordDoneHook(url: url, client: notify).call(done)
+            }
+        })
+
     let router = Router(context: AppRequestContext.self)
     router.add(middleware: CORSMiddleware(allowOrigin: .all, allowHeaders: [.range, .accept, .origin],
                                           allowMethods: [.get, .head, .options],
@@ -105,7 +128,8 @@ public func buildApplication(_ configuration: EstuaryConfiguration, logger: Logg
     let api = router.group("/api/v1")
         .add(middleware: APIErrorMiddleware())
         .add(middleware: APIAccessMiddleware(token: configuration.apiToken))
-    StreamsAPI(hub: hub, sections: [:]).add(to: api)
+    StreamsAPI(hub: hub, sections: ["recordings": { recordings.status(channel: $0) }]).add(to: api)
+    addRecordingRoutes(to: api, service: recordings)
     if configuration.apiToken == nil {
         logger.notice("API answers loopback clients only; set --api-token to open it to the network")
     }
@@ -121,6 +145,8 @@ public func buildApplication(_ configuration: EstuaryConfiguration, logger: Logg
         },
         logger: logger)
 
-    return EstuaryApplication(configuration: configuration, hub: hub, segments: segments, rtmpPort: rtmpPort,
-                              httpPort: httpPort, services: (playAccess.notify.map { [$0] } ?? []) + [http, hls, rtmp], logger: logger)
+    return EstuaryApplication(configuration: configuration, hub: hub, segments: segments, recordings: recordings,
+                              rtmpPort: rtmpPort, httpPort: httpPort,
+                              services: (notify.map { [$0] } ?? []) + [http, recordings, hls, rtmp],
+                              logger: logger)
 }

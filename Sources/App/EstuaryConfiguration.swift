@@ -1,6 +1,7 @@
 public import Configuration
 import Foundation
 public import Logging
+public import Packaging
 import StreamHub
 
 /// Everything `estuary serve` can be told, resolved from flags, then `ESTUARY_*`
@@ -31,9 +32,24 @@ public struct EstuaryConfiguration: Sendable, CustomStringConvertible {
     public var privateChannels: Set<String> = []
     /// nginx-rtmp's `on_play`: asked before every RTMP play.
     public var onPlay: String?
+    /// nginx-rtmp's `on_record_done`: told the path of each finished recording file.
+    public var onRecordDone: String?
     /// Bearer token for `/api/v1`; without one the API answers loopback clients only.
     public var apiToken: String?
     public var logLevel = Logger.Level.info
+    /// Which channels are recorded.
+    public var recordMode = RecordMode.off
+    /// Both by default: FLV survives a crash of the server, MP4 plays anywhere once finished.
+    public var recordFormats: [RecordingFormat] = [.flv, .mp4]
+    /// Where recordings go; nil means `<dataDirectory>/recordings`.
+    public var recordPath: String?
+    /// Bytes per recording file before the next keyframe starts a new one; 0 = no limit.
+    public var recordMaxSize: Int64 = 0
+    /// Seconds per recording file before the next keyframe starts a new one; 0 = no limit.
+    public var recordMaxDuration = 0.0
+
+    /// The directory recordings are written to.
+    public var recordingDirectory: String { recordPath ?? dataDirectory + "/recordings" }
 
     public init() {}
 
@@ -41,6 +57,7 @@ public struct EstuaryConfiguration: Sendable, CustomStringConvertible {
     public var description: String {
         "bind=\(bind) rtmp=\(rtmpPort) http=\(httpPort) data=\(dataDirectory) hls=\(hlsSegmentDuration)s×\(hlsWindow)"
             + " hlsPath=\(hlsPath ?? "-") keys=\(streamKeys.count) grace=\(publishGrace)s log=\(logLevel)"
+            + " record=\(recordMode.rawValue)"
     }
 
     public enum ConfigurationError: Error, CustomStringConvertible {
@@ -81,12 +98,30 @@ public struct EstuaryConfiguration: Sendable, CustomStringConvertible {
         playSecret = config.string(forKey: "playSecret", isSecret: true)
         privateChannels = Set(config.stringArray(forKey: "privateChannel", default: []))
         onPlay = config.string(forKey: "onPlay")
+        onRecordDone = config.string(forKey: "onRecordDone")
         apiToken = config.string(forKey: "apiToken", isSecret: true)
         let level = config.string(forKey: "logLevel", default: "info")
         guard let parsedLevel = Logger.Level(rawValue: level) else {
             throw ConfigurationError.invalid("log level '\(level)' is not one of \(Logger.Level.allCases.map(\.rawValue))")
         }
         logLevel = parsedLevel
+
+        let mode = config.string(forKey: "record", default: recordMode.rawValue)
+        guard let parsedMode = RecordMode(rawValue: mode) else {
+            throw ConfigurationError.invalid("record mode '\(mode)' is not one of all, off, manual")
+        }
+        recordMode = parsedMode
+        if let format = config.string(forKey: "recordFormat") {
+            switch format {
+            case "flv": recordFormats = [.flv]
+            case "mp4": recordFormats = [.mp4]
+            case "both": recordFormats = [.flv, .mp4]
+            default: throw ConfigurationError.invalid("record format '\(format)' is not one of flv, mp4, both")
+            }
+        }
+        recordPath = config.string(forKey: "recordPath")
+        recordMaxSize = try number("recordMaxSize", recordMaxSize)
+        recordMaxDuration = try number("recordMaxDuration", recordMaxDuration)
 
         for entry in config.stringArray(forKey: "streamKey", isSecret: true, default: []) {
             try addStreamKey(entry)
@@ -142,11 +177,16 @@ public struct EstuaryConfiguration: Sendable, CustomStringConvertible {
         guard apiToken.map({ $0.utf8.count >= 16 }) ?? true else {
             throw ConfigurationError.invalid("API token must be at least 16 characters")
         }
-        if let onPlay {
-            guard let url = URL(string: onPlay), ["http", "https"].contains(url.scheme ?? ""), url.host != nil else {
-                throw ConfigurationError.invalid("on_play '\(onPlay)' is not an http(s) URL")
+        for (name, hook) in [("on_play", onPlay), ("on_record_done", onRecordDone)] {
+            guard let hook else { continue }
+            guard let url = URL(string: hook), ["http", "https"].contains(url.scheme ?? ""), url.host != nil else {
+                throw ConfigurationError.invalid("\(name) '\(hook)' is not an http(s) URL")
             }
         }
+        guard recordMaxSize >= 0, (0...1e9).contains(recordMaxDuration) else {
+            throw ConfigurationError.invalid("record max size and duration must be 0 (no limit) or positive")
+        }
+        guard recordPath?.isEmpty != true else { throw ConfigurationError.invalid("record path must not be empty") }
         guard publishGrace >= 0, handshakeTimeout > 0, idleTimeout > 0 else {
             throw ConfigurationError.invalid("timeouts must be positive")
         }

@@ -2,19 +2,34 @@ import AsyncHTTPClient
 import Delivery
 import Logging
 import NginxCompat
+import Packaging
 import NIOCore
 import StreamHub
+
+/// `on_record_done`, as nginx-rtmp calls it when a recording file is closed: `call=record_done`,
+/// `recorder` (the format), `name` (the channel), `path`, with the session fields it knows.
+/// Its answer changes nothing; a failure is logged by the client.
+struct OnRecordDoneHook {
+    let url: String
+    let client: NotifyClient
+
+    func call(_ done: RecordingDone) async {
+        _ = await client.call(url, fields: [
+            ("app", done.app), ("flashver", ""), ("swfurl", ""), ("tcurl", ""), ("pageurl", ""), ("addr", ""),
+            ("clientid", ""), ("call", "record_done"), ("recorder", done.format.rawValue), ("name", done.channel),
+            ("path", done.path),
+        ])
+    }
+}
 
 /// Who may watch: RTMP players pass the channel-name check, the signed-URL check for private
 /// channels, then `on_play`; HLS requests pass the signed-URL check (nginx-rtmp has no hook there).
 struct PlayAccess {
     let rtmp: any PlayAuthorizer
-    /// Hook calls; a service that must outlive the RTMP server.
-    let notify: NotifyClient?
     let http: @Sendable (_ channel: String, _ query: String?) -> HLSRoutes<AppRequestContext>.Access
 }
 
-func playAuthorization(_ configuration: EstuaryConfiguration, logger: Logger) throws -> PlayAccess {
+func playAuthorization(_ configuration: EstuaryConfiguration, notify: NotifyClient?, logger: Logger) throws -> PlayAccess {
     var chain: [any PlayAuthorizer] = [OpenPlayAuthorizer()]
     var signed: SignedURLPlayAuthorizer?
     if !configuration.privateChannels.isEmpty, let secret = configuration.playSecret {
@@ -26,11 +41,8 @@ func playAuthorization(_ configuration: EstuaryConfiguration, logger: Logger) th
             "channels": "\(configuration.privateChannels.sorted().joined(separator: ","))",
         ])
     }
-    var notify: NotifyClient?
-    if let url = configuration.onPlay {
-        let client = NotifyClient(logger: logger)
-        notify = client
-        chain.append(OnPlayHook(url: url, client: client))
+    if let url = configuration.onPlay, let notify {
+        chain.append(OnPlayHook(url: url, client: notify))
         logger.info("on_play hook", metadata: ["url": "\(url)"])
     }
     let http: @Sendable (String, String?) -> HLSRoutes<AppRequestContext>.Access = { [signed] channel, query in
@@ -42,5 +54,5 @@ func playAuthorization(_ configuration: EstuaryConfiguration, logger: Logger) th
             return .signed(query: "expires=\(fields["expires"] ?? "")&token=\(fields["token"] ?? "")")
         }
     }
-    return PlayAccess(rtmp: PlayAuthorizerChain(chain), notify: notify, http: http)
+    return PlayAccess(rtmp: PlayAuthorizerChain(chain), http: http)
 }

@@ -78,8 +78,20 @@ struct Serve: AsyncParsableCommand {
     var privateChannel: [String] = []
     @Option(help: "nginx-rtmp's on_play: URL asked (form POST) before each RTMP play; 2xx allows, 3xx renames, else refuses. [ESTUARY_ON_PLAY]")
     var onPlay: String?
+    @Option(help: "nginx-rtmp's on_record_done: URL told (form POST) the path of each finished recording. [ESTUARY_ON_RECORD_DONE]")
+    var onRecordDone: String?
     @Option(help: "Bearer token for /api/v1 (16+ characters); without one the API answers loopback clients only. [ESTUARY_API_TOKEN]")
     var apiToken: String?
+    @Option(help: "Record channels: all, off or manual (started and stopped through the API). [ESTUARY_RECORD, default off]")
+    var record: String?
+    @Option(help: "Recording format: flv, mp4 or both. [ESTUARY_RECORD_FORMAT, default both]")
+    var recordFormat: String?
+    @Option(help: "Directory for recordings, <channel>-<yyyyMMdd-HHmmss>.<ext>. [ESTUARY_RECORD_PATH, default <data-dir>/recordings]")
+    var recordPath: String?
+    @Option(help: "Start a new recording file at the first keyframe past this many bytes; 0 = no limit. [ESTUARY_RECORD_MAX_SIZE, default 0]")
+    var recordMaxSize: Int64?
+    @Option(help: "Start a new recording file at the first keyframe past this many seconds; 0 = no limit. [ESTUARY_RECORD_MAX_DURATION, default 0]")
+    var recordMaxDuration: Double?
     @Option(help: "trace, debug, info, notice, warning, error or critical. [ESTUARY_LOG_LEVEL, default info]")
     var logLevel: String?
 
@@ -104,8 +116,14 @@ struct Serve: AsyncParsableCommand {
         flag("playSecret", playSecret.map(ConfigContent.string))
         flag("privateChannel", privateChannel.isEmpty ? nil : .stringArray(privateChannel))
         flag("onPlay", onPlay.map(ConfigContent.string))
+        flag("onRecordDone", onRecordDone.map(ConfigContent.string))
         flag("apiToken", apiToken.map(ConfigContent.string))
         flag("logLevel", logLevel.map(ConfigContent.string))
+        flag("record", record.map(ConfigContent.string))
+        flag("recordFormat", recordFormat.map(ConfigContent.string))
+        flag("recordPath", recordPath.map(ConfigContent.string))
+        flag("recordMaxSize", recordMaxSize.map { .string("\($0)") })
+        flag("recordMaxDuration", recordMaxDuration.map { .string("\($0)") })
         let reader = ConfigReader(providers: [
             InMemoryProvider(name: "flags", values: flags),
             EnvironmentVariablesProvider(secretsSpecifier: .specific(["ESTUARY_STREAM_KEY", "ESTUARY_PLAY_SECRET", "ESTUARY_API_TOKEN"])),

@@ -31,6 +31,7 @@ extension EndToEnd {
             let one = try Self.json(try await server.get("/api/v1/streams/api").body)
             #expect(one["live"] as? Bool == true)
             #expect((one["stream"] as? [String: Any])?["channel"] as? String == "api")
+            #expect((one["recordings"] as? [Any])?.isEmpty == true, "recording is off: \(one)")
             let offline = try await server.get("/api/v1/streams/nobody")
             #expect(offline.status == 200)
             #expect(try Self.json(offline.body)["live"] as? Bool == false)
