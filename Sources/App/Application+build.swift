@@ -117,8 +117,10 @@ public func buildApplication(_ configuration: EstuaryConfiguration, logger: Logg
         })
 
     let router = Router(context: AppRequestContext.self)
-    router.add(middleware: CORSMiddleware(allowOrigin: .all, allowHeaders: [.range, .accept, .origin],
-                                          allowMethods: [.get, .head, .options],
+    // Browser players read HLS from anywhere; browser dashboards call the API with a bearer token.
+    router.add(middleware: CORSMiddleware(allowOrigin: .all,
+                                          allowHeaders: [.range, .accept, .origin, .authorization, .contentType],
+                                          allowMethods: [.get, .head, .options, .post, .put, .patch, .delete],
                                           exposedHeaders: ["Content-Length", "Content-Range"]))
     router.get("/health") { _, _ -> Response in
         let body = #"{"status":"ok","live":\#(hub.liveChannels.count)}"#
