@@ -22,17 +22,19 @@ public struct EstuaryApplication: Service, CustomStringConvertible {
     public let configuration: EstuaryConfiguration
     public let hub: StreamHub
     public let segments: SegmentStore
+    public let relay: RelayService
     /// The ports actually bound (useful with port 0).
     public let rtmpPort: ListeningPort
     public let httpPort: ListeningPort
     private let services: [any Service]
     private let logger: Logger
 
-    init(configuration: EstuaryConfiguration, hub: StreamHub, segments: SegmentStore, rtmpPort: ListeningPort,
-         httpPort: ListeningPort, services: [any Service], logger: Logger) {
+    init(configuration: EstuaryConfiguration, hub: StreamHub, segments: SegmentStore, relay: RelayService,
+         rtmpPort: ListeningPort, httpPort: ListeningPort, services: [any Service], logger: Logger) {
         self.configuration = configuration
         self.hub = hub
         self.segments = segments
+        self.relay = relay
         self.rtmpPort = rtmpPort
         self.httpPort = httpPort
         self.services = services
@@ -87,9 +89,14 @@ public func buildApplication(_ configuration: EstuaryConfiguration, logger: Logg
                                         windowLength: configuration.hlsWindow, directory: configuration.hlsPath),
         grace: .milliseconds(Int64(configuration.publishGrace * 1000)), logger: logger)
 
+    var relayConfiguration = configuration.relay
+    relayConfiguration.pull.idleTimeout = .milliseconds(Int64(configuration.relayPullIdle * 1000))
+    let relay = try RelayService(hub: hub, pushes: configuration.relayPush, pulls: configuration.relayPull,
+                                 configuration: relayConfiguration, logger: logger)
+
     let router = Router(context: AppRequestContext.self)
     router.add(middleware: CORSMiddleware(allowOrigin: .all, allowHeaders: [.range, .accept, .origin],
-                                          allowMethods: [.get, .head, .options],
+                                          allowMethods: [.get, .head, .options, .post, .delete],
                                           exposedHeaders: ["Content-Length", "Content-Range"]))
     router.get("/health") { _, _ -> Response in
         let body = #"{"status":"ok","live":\#(hub.liveChannels.count)}"#
@@ -97,6 +104,7 @@ public func buildApplication(_ configuration: EstuaryConfiguration, logger: Logg
                         body: ResponseBody(byteBuffer: ByteBuffer(string: body)))
     }
     router.addRoutes(HLSRoutes<AppRequestContext>(store: segments).routes, atPath: "/live")
+    addRelayRoutes(to: router.group("/api/v1"), service: relay)
 
     let http = Application(
         router: router,
@@ -108,6 +116,7 @@ public func buildApplication(_ configuration: EstuaryConfiguration, logger: Logg
         },
         logger: logger)
 
-    return EstuaryApplication(configuration: configuration, hub: hub, segments: segments, rtmpPort: rtmpPort,
-                              httpPort: httpPort, services: [http, hls, rtmp], logger: logger)
+    // Services stop in reverse order: RTMP publishers end first (pushes unpublish cleanly), then relays.
+    return EstuaryApplication(configuration: configuration, hub: hub, segments: segments, relay: relay, rtmpPort: rtmpPort,
+                              httpPort: httpPort, services: [http, hls, relay, rtmp], logger: logger)
 }

@@ -45,6 +45,12 @@ struct Serve: AsyncParsableCommand {
     var streamKeysFile: String?
     @Option(help: "Messages an RTMP player may fall behind before it skips to the next keyframe. [ESTUARY_PLAYER_QUEUE_PACKETS, default 1024]")
     var playerQueuePackets: Int?
+    @Option(help: "Push CHANNEL to an upstream RTMP URL (repeatable; * = every channel, {channel} in the URL is replaced). [ESTUARY_RELAY_PUSH, comma-separated]")
+    var relayPush: [String] = []
+    @Option(help: "Pull a remote RTMP URL into CHANNEL when a player asks, or all the time with ,always (repeatable). [ESTUARY_RELAY_PULL]")
+    var relayPull: [String] = []
+    @Option(help: "Seconds an on-demand pull runs without RTMP players. [ESTUARY_RELAY_PULL_IDLE, default 10]")
+    var relayPullIdle: Double?
     @Option(help: "trace, debug, info, notice, warning, error or critical. [ESTUARY_LOG_LEVEL, default info]")
     var logLevel: String?
 
@@ -64,10 +70,14 @@ struct Serve: AsyncParsableCommand {
         flag("streamKey", streamKey.isEmpty ? nil : .stringArray(streamKey))
         flag("streamKeysFile", streamKeysFile.map(ConfigContent.string))
         flag("playerQueuePackets", playerQueuePackets.map { .string("\($0)") })
+        flag("relayPush", relayPush.isEmpty ? nil : .stringArray(relayPush))
+        flag("relayPull", relayPull.isEmpty ? nil : .stringArray(relayPull))
+        flag("relayPullIdle", relayPullIdle.map { .string("\($0)") })
         flag("logLevel", logLevel.map(ConfigContent.string))
         let reader = ConfigReader(providers: [
             InMemoryProvider(name: "flags", values: flags),
-            EnvironmentVariablesProvider(secretsSpecifier: .specific(["ESTUARY_STREAM_KEY"])),
+            EnvironmentVariablesProvider(secretsSpecifier: .specific(["ESTUARY_STREAM_KEY", "ESTUARY_RELAY_PUSH",
+                                                                     "ESTUARY_RELAY_PULL"])),
         ])
         let configuration: EstuaryConfiguration
         do {
