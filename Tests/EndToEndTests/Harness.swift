@@ -180,7 +180,10 @@ final class ChildProcess: Sendable {
     private let stdoutData: Task<Data, any Error>
     private let stderrData: Task<Data, any Error>
 
-    init(_ executable: String, _ arguments: [String]) throws {
+    /// - Parameter unblockingSignals: start the child with no signals blocked. Children otherwise inherit
+    ///   the spawning (Dispatch) thread's mask, in which SIGTERM is blocked: a child that does not reset
+    ///   its mask itself (nginx in single-process mode) would never see `kill()`'s SIGTERM.
+    init(_ executable: String, _ arguments: [String], unblockingSignals: Bool = false) throws {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         process.arguments = [executable] + arguments
@@ -189,11 +192,33 @@ final class ChildProcess: Sendable {
         process.standardInput = FileHandle.nullDevice
         let (stream, continuation) = AsyncStream<Int32>.makeStream()
         process.terminationHandler = { continuation.yield($0.terminationStatus); continuation.finish() }
-        try process.run()
+        if unblockingSignals {
+            try Self.runUnblocked(process)
+        } else {
+            try process.run()
+        }
         self.process = process
         exit = Task { for await status in stream { return status }; return -1 }
         stdoutData = Self.readAll(stdoutPipe.fileHandleForReading)
         stderrData = Self.readAll(stderrPipe.fileHandleForReading)
+    }
+
+    /// Spawns from a thread of its own whose signal mask is empty; the child inherits that mask.
+    private static func runUnblocked(_ process: Process) throws {
+        nonisolated(unsafe) let process = process
+        let outcome = Mutex<Result<Void, any Error>?>(nil)
+        let done = DispatchSemaphore(value: 0)
+        let thread = Thread {
+            var empty = sigset_t()
+            sigemptyset(&empty)
+            pthread_sigmask(SIG_SETMASK, &empty, nil)
+            let result = Result { try process.run() }
+            outcome.withLock { $0 = result }
+            done.signal()
+        }
+        thread.start()
+        done.wait()
+        try outcome.withLock { $0 }?.get()
     }
 
     /// Reads on a thread of its own: a blocking read must hold neither one of the (two) cooperative
@@ -211,6 +236,8 @@ final class ChildProcess: Sendable {
     }
 
     var pid: Int32 { process.processIdentifier }
+
+    var isRunning: Bool { process.isRunning }
 
     func kill(_ signal: Int32 = SIGTERM) { Foundation.kill(process.processIdentifier, signal) }
 
