@@ -32,6 +32,9 @@ public final class RTMPPushClient: Sendable {
         /// This relay's queue on the live stream; falling this far behind skips to the next keyframe.
         public var queue = StreamSubscription.Limits(maxPackets: 1024, maxBytes: 16 << 20)
         public var chunkLimits = ChunkDecoder.Limits(maxMessageLength: 1 << 20, maxBufferedBytes: 4 << 20)
+        /// SO_SNDBUF of the upstream connection (nil: the system's, which grows to megabytes). Smaller,
+        /// a slow upstream backs up into this relay's queue sooner, which drops whole GOPs.
+        public var socketSendBufferBytes: Int?
 
         public init() {}
     }
@@ -151,14 +154,17 @@ public final class RTMPPushClient: Sendable {
         update {
             $0.state = .connecting
             $0.connectedSince = nil
-            $0.droppedPackets = 0
         }
         logger.info("relay connecting")
         let connection = PushConnection(client: self)
         do {
-            let channel = try await ClientBootstrap(group: eventLoopGroup)
+            var bootstrap = ClientBootstrap(group: eventLoopGroup)
                 .connectTimeout(configuration.connectTimeout)
                 .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            if let size = configuration.socketSendBufferBytes {
+                bootstrap = bootstrap.channelOption(.socketOption(.so_sndbuf), value: SocketOptionValue(size))
+            }
+            let channel = try await bootstrap
                 .connect(host: url.host, port: url.port) { channel in
                     channel.eventLoop.makeCompletedFuture {
                         try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel)
@@ -178,11 +184,13 @@ public final class RTMPPushClient: Sendable {
         logger.info("relay publishing")
     }
 
-    fileprivate func sent(_ bytes: Int, droppedPackets: Int?) {
-        update {
-            $0.bytesSent += UInt64(bytes)
-            if let droppedPackets { $0.droppedPackets = droppedPackets }
-        }
+    fileprivate func sent(_ bytes: Int) {
+        update { $0.bytesSent += UInt64(bytes) }
+    }
+
+    fileprivate func dropped(_ packets: Int) {
+        update { $0.droppedPackets += packets }
+        logger.debug("relay fell behind; skipped to a keyframe", metadata: ["dropped": "\(packets)"])
     }
 }
 
@@ -326,7 +334,12 @@ private final class PushConnection: Sendable {
         var encoder = ChunkEncoder()
         encoder.setChunkSize(chunkSize)
         let subscription = stream.subscribe(limits: client.configuration.queue)
-        defer { subscription.cancel() }
+        var reportedDrops = 0
+        defer {
+            // Drops while the last write hung (until the watchdog ended it) count too.
+            if subscription.droppedPackets > reportedDrops { client.dropped(subscription.droppedPackets - reportedDrops) }
+            subscription.cancel()
+        }
         while let batch = await subscription.nextBatch() {
             try Task.checkCancellation()
             let messages = shared.withLock { shared -> [RTMPMessage] in
@@ -347,7 +360,12 @@ private final class PushConnection: Sendable {
             var out = ByteBuffer()
             out.reserveCapacity(messages.reduce(0) { $0 + $1.payload.readableBytes + 16 })
             for message in messages { encoder.encode(message, into: &out) }
-            try await write(out, outbound, droppedPackets: subscription.droppedPackets)
+            try await write(out, outbound)
+            let dropped = subscription.droppedPackets
+            if dropped > reportedDrops {
+                client.dropped(dropped - reportedDrops)
+                reportedDrops = dropped
+            }
         }
         try Task.checkCancellation()
         // The publisher stopped: unpublish as OBS does, so the upstream ends the stream at once.
@@ -359,7 +377,7 @@ private final class PushConnection: Sendable {
         return .sourceEnded
     }
 
-    private func write(_ buffer: ByteBuffer, _ outbound: Outbound, droppedPackets: Int? = nil) async throws {
+    private func write(_ buffer: ByteBuffer, _ outbound: Outbound) async throws {
         let bytes = buffer.readableBytes
         guard bytes > 0 else { return }
         shared.withLock {
@@ -373,7 +391,7 @@ private final class PushConnection: Sendable {
             }
         }
         try await outbound.write(buffer)
-        client.sent(bytes, droppedPackets: droppedPackets)
+        client.sent(bytes)
     }
 
     /// Ends the connection when a write makes no progress: an upstream that stopped reading

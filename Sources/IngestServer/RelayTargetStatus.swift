@@ -26,7 +26,7 @@ public struct RelayTargetStatus: Codable, Sendable, Equatable {
     /// `rtmp://host:port/app/key#1a2b3c4d`: the key replaced by its fingerprint.
     public var url: String
     public var state: State = .stopped
-    /// Bytes written (push) or read (pull), over all connections.
+    /// Bytes written to the upstream (push) or read from the remote server (pull), over all connections.
     public var bytesSent: UInt64 = 0
     /// When media started flowing on the current connection.
     public var connectedSince: Date?
@@ -35,7 +35,7 @@ public struct RelayTargetStatus: Codable, Sendable, Equatable {
     /// Why the last connection failed, with the key redacted.
     public var lastError: String?
     public var lastErrorAt: Date?
-    /// Packets skipped because the upstream was slower than the stream (current connection).
+    /// Packets skipped because the upstream was slower than the stream, over all connections.
     public var droppedPackets = 0
 
     public init(direction: Direction, channel: String, url: String) {

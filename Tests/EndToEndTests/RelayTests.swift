@@ -316,6 +316,42 @@ extension EndToEnd.Relay {
     }
 }
 
+extension EndToEnd.Relay {
+    @Test("an upstream that stops reading: the push drops to keyframes, ingest and HLS are not slowed, the push reconnects")
+    func stalledUpstream() async throws {
+        let upstream = try await StalledUpstream.start()
+        let server = try await TestServer {
+            Self.fastRetries(&$0)
+            $0.relay.push.queue = .init(maxPackets: 64, maxBytes: 1 << 20)
+            $0.relay.push.writeStallTimeout = .seconds(3)
+            // The fixture is 12 kB/s: kernel buffers of the default size would hold all of it.
+            $0.relay.push.socketSendBufferBytes = 4096
+            $0.relayPush = [.init(channel: "busy", url: upstream.url("stalled-key"))]
+        }
+        let started = ContinuousClock.now
+        let publisher = try Self.publisher("av-long.flv", to: server.rtmpURL("busy"))
+        let first = try await server.waitForPlaylist("busy") { !$0.segments.isEmpty }
+        try await Self.waitUntil("the push to drop packets") {
+            (server.app.relay.targets(channel: "busy").first?.droppedPackets ?? 0) > 0
+        }
+        try await Self.waitUntil("the stalled connection to be given up and retried") {
+            upstream.publishCount >= 2 && (server.app.relay.targets(channel: "busy").first?.reconnects ?? 0) >= 1
+        }
+        let status = try #require(server.app.relay.targets(channel: "busy").first)
+        #expect(status.lastError?.contains("took no data") == true, "\(status)")
+        #expect(server.logs.contains("relay fell behind; skipped to a keyframe"))
+
+        // The publisher (20 s of media at real time) and HLS went on as if nothing happened.
+        #expect(try await publisher.wait().status == 0)
+        #expect(ContinuousClock.now - started < .seconds(24))
+        let playlist = try await server.waitForPlaylist("busy") { $0.ended }
+        let segments = playlist.mediaSequence + playlist.segments.count - first.mediaSequence
+        #expect(segments >= 9, "HLS got the whole stream: \(segments) segments")
+        try await server.stop()
+        try await upstream.stop()
+    }
+}
+
 /// The fingerprint the server logs for a key (`key#` and four bytes of SHA-256, in hex).
 enum RTMPURLMask {
     static func mask(_ key: String) -> String {
