@@ -26,6 +26,7 @@ public struct EstuaryApplication: Service, CustomStringConvertible {
     public let hub: StreamHub
     public let segments: SegmentStore
     public let recordings: RecordingService
+    public let relay: RelayService
     /// The ports actually bound (useful with port 0).
     public let rtmpPort: ListeningPort
     public let httpPort: ListeningPort
@@ -33,11 +34,13 @@ public struct EstuaryApplication: Service, CustomStringConvertible {
     private let logger: Logger
 
     init(configuration: EstuaryConfiguration, hub: StreamHub, segments: SegmentStore, recordings: RecordingService,
+         relay: RelayService,
          rtmpPort: ListeningPort, httpPort: ListeningPort, services: [any Service], logger: Logger) {
         self.configuration = configuration
         self.hub = hub
         self.segments = segments
         self.recordings = recordings
+        self.relay = relay
         self.rtmpPort = rtmpPort
         self.httpPort = httpPort
         self.services = services
@@ -116,6 +119,11 @@ public func buildApplication(_ configuration: EstuaryConfiguration, logger: Logg
             }
         })
 
+    var relayConfiguration = configuration.relay
+    relayConfiguration.pull.idleTimeout = .milliseconds(Int64(configuration.relayPullIdle * 1000))
+    let relay = try RelayService(hub: hub, pushes: configuration.relayPush, pulls: configuration.relayPull,
+                                 configuration: relayConfiguration, logger: logger)
+
     let router = Router(context: AppRequestContext.self)
     // Browser players read HLS from anywhere; browser dashboards call the API with a bearer token.
     router.add(middleware: CORSMiddleware(allowOrigin: .all,
@@ -130,8 +138,10 @@ public func buildApplication(_ configuration: EstuaryConfiguration, logger: Logg
     let api = router.group("/api/v1")
         .add(middleware: APIErrorMiddleware())
         .add(middleware: APIAccessMiddleware(token: configuration.apiToken))
-    StreamsAPI(hub: hub, sections: ["recordings": { recordings.status(channel: $0) }]).add(to: api)
+    StreamsAPI(hub: hub, sections: ["recordings": { recordings.status(channel: $0) },
+                                   "relays": { relay.targets(channel: $0) }]).add(to: api)
     addRecordingRoutes(to: api, service: recordings)
+    addRelayRoutes(to: api, service: relay)
     if configuration.apiToken == nil {
         logger.notice("API answers loopback clients only; set --api-token to open it to the network")
     }
@@ -147,8 +157,10 @@ public func buildApplication(_ configuration: EstuaryConfiguration, logger: Logg
         },
         logger: logger)
 
+    // Services stop in reverse order: RTMP publishers end first (pushes unpublish cleanly), then relays,
+    // then HLS ends its playlists, recordings close their files, HTTP stops; hooks are last.
     return EstuaryApplication(configuration: configuration, hub: hub, segments: segments, recordings: recordings,
-                              rtmpPort: rtmpPort, httpPort: httpPort,
-                              services: (notify.map { [$0] } ?? []) + [http, recordings, hls, rtmp],
+                              relay: relay, rtmpPort: rtmpPort, httpPort: httpPort,
+                              services: (notify.map { [$0] } ?? []) + [http, recordings, hls, relay, rtmp],
                               logger: logger)
 }

@@ -2,6 +2,7 @@ public import Configuration
 import Foundation
 public import Logging
 public import Packaging
+import IngestServer
 import StreamHub
 
 /// Everything `estuary serve` can be told, resolved from flags, then `ESTUARY_*`
@@ -50,6 +51,14 @@ public struct EstuaryConfiguration: Sendable, CustomStringConvertible {
 
     /// The directory recordings are written to.
     public var recordingDirectory: String { recordPath ?? dataDirectory + "/recordings" }
+    /// Pushes of live channels to upstream RTMP servers (`*` = every channel).
+    public var relayPush: [RelayPushEntry] = []
+    /// Remote RTMP streams pulled into local channels.
+    public var relayPull: [RelayPullEntry] = []
+    /// Seconds an on-demand pull keeps running without viewers.
+    public var relayPullIdle = 10.0
+    /// Timing of relay reconnects and timeouts (not flags: tests tighten them).
+    public var relay = RelayService.Configuration()
 
     public init() {}
 
@@ -58,6 +67,7 @@ public struct EstuaryConfiguration: Sendable, CustomStringConvertible {
         "bind=\(bind) rtmp=\(rtmpPort) http=\(httpPort) data=\(dataDirectory) hls=\(hlsSegmentDuration)s×\(hlsWindow)"
             + " hlsPath=\(hlsPath ?? "-") keys=\(streamKeys.count) grace=\(publishGrace)s log=\(logLevel)"
             + " record=\(recordMode.rawValue)"
+            + " relayPush=\(relayPush.count) relayPull=\(relayPull.count)"
     }
 
     public enum ConfigurationError: Error, CustomStringConvertible {
@@ -139,7 +149,58 @@ public struct EstuaryConfiguration: Sendable, CustomStringConvertible {
                 try addStreamKey(trimmed)
             }
         }
+        relayPullIdle = try number("relayPullIdle", relayPullIdle)
+        for entry in config.stringArray(forKey: "relayPush", isSecret: true, default: []) {
+            try addRelayPush(entry)
+        }
+        // In the environment the list is comma-separated, so ",always" arrives as an element of its own.
+        for entry in config.stringArray(forKey: "relayPull", isSecret: true, default: []) {
+            if let mode = RTMPPullClient.Mode(rawValue: entry.trimmingCharacters(in: .whitespaces)), !relayPull.isEmpty {
+                relayPull[relayPull.count - 1].mode = mode
+            } else {
+                try addRelayPull(entry)
+            }
+        }
         try validate()
+    }
+
+    /// `CHANNEL=URL`, `*=URL`.
+    private mutating func addRelayPush(_ entry: String) throws {
+        guard let equals = entry.firstIndex(of: "=") else {
+            throw ConfigurationError.invalid("relay push must be CHANNEL=URL (or *=URL for every channel)")
+        }
+        let push = RelayPushEntry(channel: String(entry[..<equals]), url: String(entry[entry.index(after: equals)...]))
+        guard push.channel == RelayPushEntry.everyChannel || StaticKeyAuthorizer.isValidChannelName(push.channel) else {
+            throw ConfigurationError.invalid("relay push channel '\(push.channel)' is not a channel name or *")
+        }
+        guard push.url(for: push.channel == "*" ? "channel" : push.channel) != nil else {
+            throw ConfigurationError.invalid("relay push for \(push.channel): \(RelayService.urlProblem(push.url))")
+        }
+        relayPush.append(push)
+    }
+
+    /// `CHANNEL=URL[,always|,on-demand]`.
+    private mutating func addRelayPull(_ entry: String) throws {
+        guard let equals = entry.firstIndex(of: "=") else {
+            throw ConfigurationError.invalid("relay pull must be CHANNEL=URL[,always]")
+        }
+        let channel = String(entry[..<equals])
+        var url = String(entry[entry.index(after: equals)...])
+        var mode = RTMPPullClient.Mode.onDemand
+        if let comma = url.lastIndex(of: ","), let parsed = RTMPPullClient.Mode(rawValue: String(url[url.index(after: comma)...])) {
+            mode = parsed
+            url = String(url[..<comma])
+        }
+        guard StaticKeyAuthorizer.isValidChannelName(channel) else {
+            throw ConfigurationError.invalid("relay pull channel '\(channel)' is not a channel name")
+        }
+        guard RTMPURL(url) != nil else {
+            throw ConfigurationError.invalid("relay pull for \(channel): \(RelayService.urlProblem(url))")
+        }
+        guard !relayPull.contains(where: { $0.channel == channel }) else {
+            throw ConfigurationError.invalid("channel \(channel) has more than one relay pull")
+        }
+        relayPull.append(RelayPullEntry(channel: channel, url: url, mode: mode))
     }
 
     private mutating func addStreamKey(_ entry: String) throws {
@@ -187,7 +248,7 @@ public struct EstuaryConfiguration: Sendable, CustomStringConvertible {
             throw ConfigurationError.invalid("record max size and duration must be 0 (no limit) or positive")
         }
         guard recordPath?.isEmpty != true else { throw ConfigurationError.invalid("record path must not be empty") }
-        guard publishGrace >= 0, handshakeTimeout > 0, idleTimeout > 0 else {
+        guard publishGrace >= 0, handshakeTimeout > 0, idleTimeout > 0, relayPullIdle > 0 else {
             throw ConfigurationError.invalid("timeouts must be positive")
         }
     }

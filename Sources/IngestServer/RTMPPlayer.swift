@@ -55,6 +55,9 @@ final class RTMPPlayer: Sendable {
     }
 
     private func run() async {
+        // A viewer for as long as it plays: on-demand pulls start for it and stop when none are left.
+        let viewer = hub.addViewer(channel: streamName)
+        defer { viewer.leave() }
         var muxer = PlaybackMuxer(messageStreamID: messageStreamID)
         var encoder = ChunkEncoder()
         encoder.setChunkSize(chunkSize)

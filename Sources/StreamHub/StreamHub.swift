@@ -20,6 +20,8 @@ public final class StreamHub: Sendable {
     }
 
     public typealias Observer = @Sendable (LiveStream) -> Void
+    /// Told the name of a channel a viewer wants while it is not live (an on-demand pull starts it).
+    public typealias DemandHandler = @Sendable (String) -> Void
 
     private struct State {
         var streams: [String: LiveStream] = [:]
@@ -27,6 +29,9 @@ public final class StreamHub: Sendable {
         /// Consumers waiting for a channel to go live, by channel and waiter id.
         var waiters: [String: [UInt64: CheckedContinuation<LiveStream?, Never>]] = [:]
         var nextWaiterID: UInt64 = 0
+        var demandHandlers: [DemandHandler] = []
+        /// Viewers (RTMP players) per channel, live or waiting; packagers and relays are not viewers.
+        var viewers: [String: Int] = [:]
     }
 
     private let state = Mutex(State())
@@ -44,6 +49,32 @@ public final class StreamHub: Sendable {
     /// Calls `observer` with every stream that starts from now on.
     public func observe(_ observer: @escaping Observer) {
         state.withLock { $0.observers.append(observer) }
+    }
+
+    /// Calls `handler` whenever a viewer arrives on a channel that is not live.
+    public func onDemand(_ handler: @escaping DemandHandler) {
+        state.withLock { $0.demandHandlers.append(handler) }
+    }
+
+    /// Counts a viewer of `channel` (live or not yet) until `Viewer.leave()`; when the channel is
+    /// not live, the demand handlers hear of it.
+    public func addViewer(channel: String) -> Viewer {
+        let handlers = state.withLock { state -> [DemandHandler] in
+            state.viewers[channel, default: 0] += 1
+            return state.streams[channel] == nil ? state.demandHandlers : []
+        }
+        for handler in handlers { handler(channel) }
+        return Viewer { [weak self] in
+            self?.state.withLock { state in
+                let count = (state.viewers[channel] ?? 1) - 1
+                state.viewers[channel] = count > 0 ? count : nil
+            }
+        }
+    }
+
+    /// Viewers of `channel` now.
+    public func viewerCount(channel: String) -> Int {
+        state.withLock { $0.viewers[channel] ?? 0 }
     }
 
     /// Claims `channel` for a publisher; fails when it is already live.
@@ -115,6 +146,24 @@ public final class StreamHub: Sendable {
             logger.error("registry did not record stream end", metadata: ["channel": "\(stream.channel)", "error": "\(error)"])
         }
     }
+}
+
+/// One viewer of a channel, counted until `leave()` (or until it is released).
+public final class Viewer: Sendable {
+    private let onLeave: @Sendable () -> Void
+    private let left = Atomic(false)
+
+    init(onLeave: @escaping @Sendable () -> Void) {
+        self.onLeave = onLeave
+    }
+
+    /// Stops counting this viewer. Idempotent.
+    public func leave() {
+        guard !left.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        onLeave()
+    }
+
+    deinit { leave() }
 }
 
 /// The publisher's handle on its live stream. Call `finish()` when publishing stops.

@@ -92,6 +92,12 @@ struct Serve: AsyncParsableCommand {
     var recordMaxSize: Int64?
     @Option(help: "Start a new recording file at the first keyframe past this many seconds; 0 = no limit. [ESTUARY_RECORD_MAX_DURATION, default 0]")
     var recordMaxDuration: Double?
+    @Option(help: "Push CHANNEL to an upstream RTMP URL (repeatable; * = every channel, {channel} in the URL is replaced). [ESTUARY_RELAY_PUSH, comma-separated]")
+    var relayPush: [String] = []
+    @Option(help: "Pull a remote RTMP URL into CHANNEL when a player asks, or all the time with ,always (repeatable). [ESTUARY_RELAY_PULL]")
+    var relayPull: [String] = []
+    @Option(help: "Seconds an on-demand pull runs without RTMP players. [ESTUARY_RELAY_PULL_IDLE, default 10]")
+    var relayPullIdle: Double?
     @Option(help: "trace, debug, info, notice, warning, error or critical. [ESTUARY_LOG_LEVEL, default info]")
     var logLevel: String?
 
@@ -118,6 +124,9 @@ struct Serve: AsyncParsableCommand {
         flag("onPlay", onPlay.map(ConfigContent.string))
         flag("onRecordDone", onRecordDone.map(ConfigContent.string))
         flag("apiToken", apiToken.map(ConfigContent.string))
+        flag("relayPush", relayPush.isEmpty ? nil : .stringArray(relayPush))
+        flag("relayPull", relayPull.isEmpty ? nil : .stringArray(relayPull))
+        flag("relayPullIdle", relayPullIdle.map { .string("\($0)") })
         flag("logLevel", logLevel.map(ConfigContent.string))
         flag("record", record.map(ConfigContent.string))
         flag("recordFormat", recordFormat.map(ConfigContent.string))
@@ -127,6 +136,8 @@ struct Serve: AsyncParsableCommand {
         let reader = ConfigReader(providers: [
             InMemoryProvider(name: "flags", values: flags),
             EnvironmentVariablesProvider(secretsSpecifier: .specific(["ESTUARY_STREAM_KEY", "ESTUARY_PLAY_SECRET", "ESTUARY_API_TOKEN"])),
+            EnvironmentVariablesProvider(secretsSpecifier: .specific(["ESTUARY_STREAM_KEY", "ESTUARY_RELAY_PUSH",
+                                                                     "ESTUARY_RELAY_PULL"])),
         ])
         let configuration: EstuaryConfiguration
         do {

@@ -231,6 +231,8 @@ final class ChildProcess: Sendable {
 
     var pid: Int32 { process.processIdentifier }
 
+    var isRunning: Bool { process.isRunning }
+
     func kill(_ signal: Int32 = SIGTERM) { Foundation.kill(process.processIdentifier, signal) }
 
     func wait() async throws -> ProcessResult {

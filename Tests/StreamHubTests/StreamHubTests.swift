@@ -136,3 +136,44 @@ final class SubscriptionList: Sendable {
     func append(_ subscription: StreamSubscription) { items.withLock { $0.append(subscription) } }
     var first: StreamSubscription? { items.withLock { $0.first } }
 }
+
+@Suite("StreamHub demand")
+struct StreamHubDemandTests {
+    @Test("a viewer of a channel that is not live asks for it; viewers are counted until they leave")
+    func demand() async throws {
+        let hub = StreamHub()
+        let asked = Mutex<[String]>([])
+        hub.onDemand { channel in asked.withLock { $0.append(channel) } }
+
+        let first = hub.addViewer(channel: "remote")
+        #expect(asked.withLock { $0 } == ["remote"])
+        #expect(hub.viewerCount(channel: "remote") == 1)
+        // A second viewer asks again (the handler decides whether a pull is already running).
+        let second = hub.addViewer(channel: "remote")
+        #expect(asked.withLock { $0 } == ["remote", "remote"])
+        #expect(hub.viewerCount(channel: "remote") == 2)
+
+        // A viewer of a live channel asks for nothing.
+        let publisher = try await hub.startPublishing(channel: "local", app: "live")
+        let third = hub.addViewer(channel: "local")
+        #expect(asked.withLock { $0 } == ["remote", "remote"])
+
+        first.leave()
+        first.leave()
+        #expect(hub.viewerCount(channel: "remote") == 1, "leaving is idempotent")
+        second.leave()
+        #expect(hub.viewerCount(channel: "remote") == 0)
+        third.leave()
+        #expect(hub.viewerCount(channel: "local") == 0)
+        await publisher.finish()
+    }
+
+    @Test("a viewer released without leave() stops counting")
+    func released() {
+        let hub = StreamHub()
+        do {
+            _ = hub.addViewer(channel: "c")
+        }
+        #expect(hub.viewerCount(channel: "c") == 0)
+    }
+}

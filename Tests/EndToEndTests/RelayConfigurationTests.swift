@@ -1,0 +1,59 @@
+import App
+import Configuration
+import IngestServer
+import Testing
+
+@Suite("Relay configuration")
+struct RelayConfigurationTests {
+    static func configuration(_ environment: [String: String]) throws -> EstuaryConfiguration {
+        try EstuaryConfiguration(reader: ConfigReader(providers: [EnvironmentVariablesProvider(environmentVariables: environment)]))
+    }
+
+    @Test("ESTUARY_RELAY_PUSH and ESTUARY_RELAY_PULL: comma-separated; ,always binds to the pull before it")
+    func environment() throws {
+        let configuration = try Self.configuration([
+            "ESTUARY_RELAY_PUSH": "main=rtmp://a.example/live2/key-1,*=rtmp://b.example:1936/app",
+            "ESTUARY_RELAY_PULL": "mirror=rtmp://origin.example/live/source,always,lazy=rtmp://origin.example/live/other",
+            "ESTUARY_RELAY_PULL_IDLE": "4",
+        ])
+        #expect(configuration.relayPush == [
+            .init(channel: "main", url: "rtmp://a.example/live2/key-1"),
+            .init(channel: "*", url: "rtmp://b.example:1936/app"),
+        ])
+        #expect(configuration.relayPull == [
+            .init(channel: "mirror", url: "rtmp://origin.example/live/source", mode: .always),
+            .init(channel: "lazy", url: "rtmp://origin.example/live/other", mode: .onDemand),
+        ])
+        #expect(configuration.relayPullIdle == 4)
+        #expect(!configuration.description.contains("key-1"), "the description counts relays, never shows them")
+    }
+
+    @Test("invalid relay entries are refused with a reason that does not repeat the key", arguments: [
+        ("ESTUARY_RELAY_PUSH", "main", "CHANNEL=URL"),
+        ("ESTUARY_RELAY_PUSH", "bad name=rtmp://h/live/k", "not a channel name"),
+        ("ESTUARY_RELAY_PUSH", "main=http://h/live/secret-k", "rtmp://"),
+        ("ESTUARY_RELAY_PUSH", "main=rtmps://h/live/secret-k", "rtmps"),
+        ("ESTUARY_RELAY_PUSH", "main=rtmp://h/live", "app/stream"),
+        ("ESTUARY_RELAY_PULL", "mirror=rtmp://h:0/live/secret-k", "port"),
+        ("ESTUARY_RELAY_PULL", "a=rtmp://h/live/x,a=rtmp://h/live/y", "more than one"),
+        ("ESTUARY_RELAY_PULL_IDLE", "0", "positive"),
+    ])
+    func invalid(variable: String, value: String, reason: String) throws {
+        do {
+            _ = try Self.configuration([variable: value])
+            Issue.record("\(variable)=\(value) was accepted")
+        } catch {
+            #expect("\(error)".contains(reason), "\(error)")
+            #expect(!"\(error)".contains("secret-k"), "\(error)")
+        }
+    }
+
+    @Test("a * push publishes each channel under its name, or where the URL says {channel}")
+    func wildcardURLs() {
+        #expect(RelayPushEntry(channel: "*", url: "rtmp://h/app").url(for: "show")?.streamKey == "show")
+        #expect(RelayPushEntry(channel: "*", url: "rtmp://h/app/").url(for: "show")?.streamKey == "show")
+        #expect(RelayPushEntry(channel: "*", url: "rtmp://h/app/pre-{channel}?t=1").url(for: "show")?.streamKey
+            == "pre-show?t=1")
+        #expect(RelayPushEntry(channel: "main", url: "rtmp://h/app").url(for: "main") == nil)
+    }
+}
