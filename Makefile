@@ -9,7 +9,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 BUILD_PACKAGES := libavformat-dev libavcodec-dev libavutil-dev libswscale-dev libhiredis-dev libssl-dev pkg-config
 TEST_PACKAGES := ffmpeg redis-server rtmpdump nginx libnginx-mod-rtmp
 
-.PHONY: run test build deps test-deps fixtures clean help
+.PHONY: run test build deps test-deps fixtures clean help bench bench-smoke bench-deps
 
 help:
 	@echo "make run    install what is missing, build, start estuary serve (RTMP :1935, HTTP :8080)"
@@ -40,6 +40,33 @@ run: build
 test: test-deps
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build
+	$(MAKE) bench-smoke BENCH_BUILD=debug
+
+# The benchmark (not part of CI's time budget): Estuary and nginx-rtmp under the same load, same run.
+# Servers are pinned to core 0, the generator and wrk to core 1.
+BENCH_PACKAGES := nginx libnginx-mod-rtmp wrk ffmpeg
+BENCH_BUILD ?= release
+BENCH_OUT := bench/results/$(shell date -u +%Y-%m-%d)-$(shell hostname -s).md
+
+bench-deps: deps
+	@missing=$$(for p in $(BENCH_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing: $$missing"; \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
+	fi
+
+bench: bench-deps
+	$(SWIFT) build -c release --product estuary
+	$(SWIFT) build -c release --product estuary-bench
+	bench/make-fixtures.sh bench/.cache
+	taskset -c 1 .build/release/estuary-bench --estuary .build/release/estuary --fixtures bench/.cache --out $(BENCH_OUT) $(ARGS)
+	cp $(BENCH_OUT) BENCHMARKS.md
+
+# Seconds, tiny sizes: proves the tool and both servers still work (part of make test).
+bench-smoke: bench-deps
+	$(SWIFT) build -c $(BENCH_BUILD) --product estuary
+	$(SWIFT) build -c $(BENCH_BUILD) --product estuary-bench
+	.build/$(BENCH_BUILD)/estuary-bench --smoke --estuary .build/$(BENCH_BUILD)/estuary
 
 fixtures:
 	fixtures/make-fixtures.sh

@@ -11,7 +11,8 @@ let package = Package(
     name: "estuary",
     platforms: [.macOS(.v15)],
     products: [
-        .executable(name: "estuary", targets: ["estuary"])
+        .executable(name: "estuary", targets: ["estuary"]),
+        .executable(name: "estuary-bench", targets: ["estuary-bench"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.0"),
@@ -110,6 +111,29 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
             ],
+            swiftSettings: swiftSettings
+        ),
+        // The load generator and runner of `make bench`: only the wire and /proc, never a server's internals.
+        .target(
+            name: "BenchKit",
+            dependencies: [
+                "RTMP", "MediaCore",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .executableTarget(
+            name: "estuary-bench",
+            dependencies: [
+                "BenchKit",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "BenchKitTests",
+            dependencies: ["BenchKit", "MediaCore"],
             swiftSettings: swiftSettings
         ),
         .testTarget(

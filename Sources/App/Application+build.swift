@@ -100,7 +100,8 @@ public func buildApplication(_ configuration: EstuaryConfiguration, logger: Logg
         hub: hub, authorizer: authorizer, playAuthorizer: playAccess.rtmp, logger: logger,
         onListening: { rtmpPort.set($0) })
 
-    let hls = HLSLivePackager(
+    // `--hls off` makes a pure RTMP server (relay, recording, playback), like nginx-rtmp without `hls on`.
+    let hls = !configuration.hls ? nil : HLSLivePackager(
         hub: hub, store: segments,
         configuration: HLSConfiguration(segmentDuration: configuration.hlsSegmentDuration,
                                         windowLength: configuration.hlsWindow, directory: configuration.hlsPath),
@@ -161,6 +162,6 @@ public func buildApplication(_ configuration: EstuaryConfiguration, logger: Logg
     // then HLS ends its playlists, recordings close their files, HTTP stops; hooks are last.
     return EstuaryApplication(configuration: configuration, hub: hub, segments: segments, recordings: recordings,
                               relay: relay, rtmpPort: rtmpPort, httpPort: httpPort,
-                              services: (notify.map { [$0] } ?? []) + [http, recordings, hls, relay, rtmp],
+                              services: (notify.map { [$0] } ?? []) + [http, recordings] + (hls.map { [$0] } ?? []) + [relay, rtmp],
                               logger: logger)
 }

@@ -14,6 +14,8 @@ public struct EstuaryConfiguration: Sendable, CustomStringConvertible {
     public var dataDirectory = "./estuary-data"
     public var hlsSegmentDuration = 2.0
     public var hlsWindow = 6
+    /// Whether live channels are packaged as HLS at all.
+    public var hls = true
     public var hlsPath: String?
     /// Stream key → channel. Empty means open publishing (channel = stream name).
     public var streamKeys: [String: String] = [:]
@@ -98,6 +100,11 @@ public struct EstuaryConfiguration: Sendable, CustomStringConvertible {
         dataDirectory = config.string(forKey: "dataDir", default: dataDirectory)
         hlsSegmentDuration = try number("hlsSegmentDuration", hlsSegmentDuration)
         hlsWindow = try number("hlsWindow", hlsWindow)
+        switch config.string(forKey: "hls", default: "on").lowercased() {
+        case "on", "true", "yes", "1": hls = true
+        case "off", "false", "no", "0": hls = false
+        case let other: throw ConfigurationError.invalid("hls '\(other)' is not on or off")
+        }
         hlsPath = config.string(forKey: "hlsPath")
         publishGrace = try number("publishGrace", publishGrace)
         handshakeTimeout = try number("handshakeTimeout", handshakeTimeout)

@@ -58,6 +58,8 @@ struct Serve: AsyncParsableCommand {
     var hlsSegmentDuration: Double?
     @Option(help: "Segments in the live playlist. [ESTUARY_HLS_WINDOW, default 6]")
     var hlsWindow: Int?
+    @Option(help: "Package live channels as HLS: on or off (off: RTMP only, like nginx-rtmp without hls on). [ESTUARY_HLS, default on]")
+    var hls: String?
     @Option(help: "Also write HLS to this directory, as <path>/<channel>/index.m3u8. [ESTUARY_HLS_PATH]")
     var hlsPath: String?
     @Option(help: "Seconds a playlist waits for its publisher to return before it ends. [ESTUARY_PUBLISH_GRACE, default 10]")
@@ -112,6 +114,7 @@ struct Serve: AsyncParsableCommand {
         flag("dataDir", dataDir.map(ConfigContent.string))
         flag("hlsSegmentDuration", hlsSegmentDuration.map { .string("\($0)") })
         flag("hlsWindow", hlsWindow.map { .string("\($0)") })
+        flag("hls", hls.map(ConfigContent.string))
         flag("hlsPath", hlsPath.map(ConfigContent.string))
         flag("publishGrace", publishGrace.map { .string("\($0)") })
         flag("streamKey", streamKey.isEmpty ? nil : .stringArray(streamKey))

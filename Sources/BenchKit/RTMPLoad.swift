@@ -1,0 +1,268 @@
+import Foundation
+import MediaCore
+public import NIOCore
+import NIOPosix
+import RTMP
+import Synchronization
+
+/// What the RTMP load saw, shared by every connection of one run.
+public final class LoadStatistics: Sendable {
+    public struct Snapshot: Sendable {
+        public var publishing = 0
+        public var playing = 0
+        public var errors: [String] = []
+        /// The generator's own delay: how late (ms) it sent a packet past its real-time slot.
+        public var maxPublisherLateness: Int64 = 0
+        public var bytesSent: UInt64 = 0
+        public var bytesReceived: UInt64 = 0
+        /// Per received media message after warm-up: how much later than the best case it arrived (ms).
+        public var lags: [Int64] = []
+        /// Gaps of more than a second between a player's media messages.
+        public var stalls = 0
+    }
+
+    private let state = Mutex(Snapshot())
+    /// Lags are kept after this instant (the warm-up is discarded).
+    private let measureFrom = Mutex<ContinuousClock.Instant?>(nil)
+
+    public init() {}
+
+    public var snapshot: Snapshot { state.withLock { $0 } }
+    public func startMeasuring() {
+        measureFrom.withLock { $0 = .now }
+        state.withLock {
+            $0.lags.removeAll(keepingCapacity: true)
+            $0.stalls = 0
+            $0.maxPublisherLateness = 0
+        }
+    }
+
+    var measuring: Bool { measureFrom.withLock { $0 != nil } }
+    func update(_ change: (inout Snapshot) -> Void) { state.withLock { change(&$0) } }
+    func error(_ text: String) {
+        state.withLock { if $0.errors.count < 100 { $0.errors.append(text) } }
+    }
+}
+
+/// One RTMP connection of the load: handshake, then a `ClientSession` (OBS's publish sequence,
+/// or ffmpeg's play) — only the wire, never the server's internals.
+final class LoadConnection: ChannelInboundHandler, @unchecked Sendable {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    enum Role {
+        case publisher(FLVSource)
+        case player
+    }
+
+    private let role: Role
+    private let statistics: LoadStatistics
+    private var handshake = ClientHandshake()
+    private var decoder = ChunkDecoder()
+    private var encoder = ChunkEncoder()
+    private var session: ClientSession
+    private var buffer = ByteBuffer()
+    private var received: UInt64 = 0
+    private var context: ChannelHandlerContext?
+
+    // Publisher: the replay clock.
+    private var nextIndex = 0
+    private var startedAt: NIODeadline?
+    private var timer: RepeatedTask?
+    // Player: the best (smallest) arrival offset seen, and the last arrival.
+    private var bestOffset: Int64?
+    private var lastArrival: NIODeadline?
+
+    init(role: Role, url: RTMPTarget, statistics: LoadStatistics) {
+        self.role = role
+        self.statistics = statistics
+        var configuration = ClientSession.Configuration(app: url.app, tcURL: url.tcURL, streamName: url.streamName)
+        if case .player = role { configuration.mode = .play }
+        session = ClientSession(configuration: configuration)
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        self.context = context
+        context.writeAndFlush(wrapOutboundOut(handshake.start()), promise: nil)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        timer?.cancel()
+        statistics.update {
+            switch role {
+            case .publisher: if startedAt != nil { $0.publishing -= 1 }
+            case .player: if lastArrival != nil { $0.playing -= 1 }
+            }
+        }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        statistics.error("connection error: \(error)")
+        context.close(promise: nil)
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        var incoming = unwrapInboundIn(data)
+        received += UInt64(incoming.readableBytes)
+        statistics.update { $0.bytesReceived += UInt64(incoming.readableBytes) }
+        buffer.writeBuffer(&incoming)
+        do {
+            while handshake.state != .done {
+                guard let action = try handshake.feed(&buffer) else { return }
+                switch action {
+                case .send(let c2): context.write(wrapOutboundOut(c2), promise: nil)
+                case .complete: perform(session.start(), context: context)
+                }
+            }
+            while let message = try decoder.decode(&buffer) {
+                if case .player = role, message.typeID == 8 || message.typeID == 9 {
+                    arrived(message, context: context)
+                } else {
+                    perform(session.receive(message), context: context)
+                }
+            }
+            buffer.discardReadBytes()
+            perform(session.bytesReceived(total: received), context: context)
+        } catch {
+            statistics.error("\(error)")
+            context.close(promise: nil)
+        }
+    }
+
+    private func perform(_ actions: [ClientSession.Action], context: ChannelHandlerContext) {
+        var out = context.channel.allocator.buffer(capacity: 256)
+        for action in actions {
+            switch action {
+            case .send(let message): encoder.encode(message, into: &out)
+            case .setOutgoingChunkSize(let size): encoder.setChunkSize(size)
+            case .published: startPublishing(context: context, into: &out)
+            case .playing: statistics.update { $0.playing += 1 }
+            case .failed(let status):
+                statistics.error("\(status.code): \(status.description)")
+                context.close(promise: nil)
+            case .close(let reason):
+                statistics.error("closed: \(reason)")
+                context.close(promise: nil)
+            case .streamDescription, .metadata, .media, .sourceEnded: break
+            }
+        }
+        if out.readableBytes > 0 {
+            statistics.update { $0.bytesSent += UInt64(out.readableBytes) }
+            context.writeAndFlush(wrapOutboundOut(out), promise: nil)
+        }
+    }
+
+    // MARK: Publisher
+
+    private func startPublishing(context: ChannelHandlerContext, into out: inout ByteBuffer) {
+        guard case .publisher(let source) = role else { return }
+        for message in session.streamDescription(source.description) { encoder.encode(message, into: &out) }
+        let metadata = StreamMetadata(properties: [.init("encoder", .string("estuary-bench")),
+                                                   .init("videodatarate", .number(source.bitrate / 1000))])
+        if let message = session.metadata(metadata) { encoder.encode(message, into: &out) }
+        startedAt = .now()
+        statistics.update { $0.publishing += 1 }
+        let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        timer = context.eventLoop.scheduleRepeatedTask(initialDelay: .zero, delay: .milliseconds(10)) { _ in
+            loopBound.value.sendDue()
+        }
+    }
+
+    /// Sends every packet whose time has come (the replay is paced by the packets' timestamps).
+    private func sendDue() {
+        guard let context, let startedAt, case .publisher(let source) = role, context.channel.isActive else { return }
+        let elapsed = (NIODeadline.now() - startedAt).nanoseconds / 1_000_000
+        var out = context.channel.allocator.buffer(capacity: 16 << 10)
+        var lateness: Int64 = 0
+        let origin = source.packets[0].dts
+        while true {
+            let packet = source.packet(at: nextIndex)
+            let slot = packet.dts - origin
+            guard slot <= elapsed else { break }
+            lateness = max(lateness, elapsed - slot)
+            if let message = session.packet(packet) { encoder.encode(message, into: &out) }
+            nextIndex += 1
+        }
+        guard out.readableBytes > 0 else { return }
+        let bytes = UInt64(out.readableBytes)
+        statistics.update {
+            $0.bytesSent += bytes
+            $0.maxPublisherLateness = max($0.maxPublisherLateness, lateness)
+        }
+        context.writeAndFlush(wrapOutboundOut(out), promise: nil)
+    }
+
+    // MARK: Player
+
+    private func arrived(_ message: RTMPMessage, context: ChannelHandlerContext) {
+        let now = NIODeadline.now()
+        let nowMs = now.uptimeNanoseconds / 1_000_000
+        let offset = Int64(nowMs) - Int64(message.timestamp)
+        let best = min(bestOffset ?? offset, offset)
+        bestOffset = best
+        let gap = lastArrival.map { (now - $0).nanoseconds / 1_000_000 } ?? 0
+        lastArrival = now
+        guard statistics.measuring else { return }
+        statistics.update {
+            $0.lags.append(offset - best)
+            if gap > 1000 { $0.stalls += 1 }
+        }
+    }
+}
+
+/// `rtmp://host:port/app/stream` taken apart.
+public struct RTMPTarget: Sendable {
+    public var host: String
+    public var port: Int
+    public var app: String
+    public var streamName: String
+    public var tcURL: String { "rtmp://\(host):\(port)/\(app)" }
+
+    public init(host: String = "127.0.0.1", port: Int, app: String = "live", streamName: String) {
+        self.host = host
+        self.port = port
+        self.app = app
+        self.streamName = streamName
+    }
+}
+
+/// Opens publishers and players on one event loop (the generator's core).
+public final class RTMPLoad: Sendable {
+    public let statistics = LoadStatistics()
+    private let group: MultiThreadedEventLoopGroup
+    private let channels = Mutex<[any Channel]>([])
+
+    public init(threads: Int = 1) {
+        group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
+    }
+
+    public func publish(_ source: FLVSource, to target: RTMPTarget) async throws {
+        try await open(.publisher(source), target)
+    }
+
+    public func play(_ target: RTMPTarget) async throws {
+        try await open(.player, target)
+    }
+
+    private func open(_ role: LoadConnection.Role, _ target: RTMPTarget) async throws {
+        let statistics = self.statistics
+        let channel = try await ClientBootstrap(group: group)
+            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(LoadConnection(role: role, url: target, statistics: statistics))
+                }
+            }
+            .connect(host: target.host, port: target.port).get()
+        channels.withLock { $0.append(channel) }
+    }
+
+    public func stop() async {
+        let open = channels.withLock { channels in
+            defer { channels.removeAll() }
+            return channels
+        }
+        for channel in open { try? await channel.close() }
+        try? await group.shutdownGracefully()
+    }
+}

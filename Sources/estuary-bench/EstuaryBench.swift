@@ -1,0 +1,105 @@
+import ArgumentParser
+import BenchKit
+import Foundation
+
+@main
+struct EstuaryBench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "estuary-bench",
+        abstract: "Load Estuary and nginx-rtmp the same way, in the same run, and compare them.",
+        discussion: """
+            Servers run pinned to --server-cpu, the generator (this process and wrk) on the rest. \
+            Only the wire and /proc are read: never a server's internals.
+            """)
+
+    @Option(help: "The estuary binary to test (a release build for real numbers).")
+    var estuary = ".build/release/estuary"
+    @Option(help: "Directory with 600k.flv, 2500k.flv and 3000k.flv (bench/make-fixtures.sh makes them).")
+    var fixtures = "bench/.cache"
+    @Flag(help: "A few seconds, tiny sizes, the repository's own fixture: checks the tool still works.")
+    var smoke = false
+    @Option(parsing: .upToNextOption, help: "Publisher counts for ingest only (600 kbps).")
+    var ingest: [Int] = [50, 100, 200]
+    @Option(help: "Publishers for ingest only at 3 Mbps.")
+    var ingestHigh = 30
+    @Option(parsing: .upToNextOption, help: "Publisher counts for ingest + HLS (600 kbps).")
+    var ingestHLS: [Int] = [30, 100]
+    @Option(parsing: .upToNextOption, help: "Player counts for fan-out (one 2.5 Mbps publisher).")
+    var players: [Int] = [100, 300, 500]
+    @Option(help: "Seconds of warm-up discarded before each measurement.")
+    var warmup = 5
+    @Option(help: "Seconds measured per row.")
+    var measure = 20
+    @Option(help: "Core the servers are pinned to.")
+    var serverCPU = 0
+    @Option(help: "Where to write the Markdown report (also printed).")
+    var out: String?
+
+    func run() async throws {
+        var settings = BenchRunner.Settings(estuaryBinary: estuary)
+        settings.serverCPU = serverCPU
+        settings.generatorCPU = serverCPU == 0 ? 1 : 0
+        settings.warmup = .seconds(smoke ? 1 : warmup)
+        settings.measure = .seconds(smoke ? 2 : measure)
+        let runner = BenchRunner(settings: settings)
+        let low: FLVSource, mid: FLVSource, high: FLVSource
+        if smoke {
+            let fixture = try FLVSource(path: "fixtures/av-640x360.flv")
+            (low, mid, high) = (fixture, fixture, fixture)
+        } else {
+            low = try FLVSource(path: "\(fixtures)/600k.flv")
+            mid = try FLVSource(path: "\(fixtures)/2500k.flv")
+            high = try FLVSource(path: "\(fixtures)/3000k.flv")
+        }
+        var results: [ServerRun] = []
+        func both(_ body: (ServerProcess.Kind) async throws -> ServerRun) async throws {
+            for kind in ServerProcess.Kind.allCases {
+                let measurement = try await body(kind)
+                print("  \(measurement.scenario) \(measurement.size) \(kind.rawValue): CPU \(String(format: "%.1f", measurement.cpuPercent))%"
+                      + (measurement.valid ? "" : " INVALID: \(measurement.notes.joined(separator: "; "))"))
+                results.append(measurement)
+            }
+        }
+        if smoke {
+            try await both { try await runner.ingest($0, publishers: 2, source: low, hls: true, label: "ingest+hls") }
+            try await both { try await runner.fanOut($0, players: 3, source: mid) }
+        } else {
+            for n in ingest { try await both { try await runner.ingest($0, publishers: n, source: low, hls: false, label: "ingest 600k") } }
+            try await both { try await runner.ingest($0, publishers: ingestHigh, source: high, hls: false, label: "ingest 3M") }
+            for n in ingestHLS { try await both { try await runner.ingest($0, publishers: n, source: low, hls: true, label: "ingest+hls") } }
+            // Like for like: Estuary also writing its HLS to tmpfs, as nginx-rtmp does.
+            for n in ingestHLS {
+                try await both { kind in
+                    try await runner.ingest(kind, publishers: n, source: low, hls: true, hlsOnDisk: true, label: "ingest+hls on tmpfs")
+                }
+            }
+            for m in players { try await both { try await runner.fanOut($0, players: m, source: mid) } }
+            try await both { try await runner.hls($0, source: mid, wrkSeconds: 10, connections: 50) }
+        }
+        let report = Report.markdown(results, machine: Self.machine(), date: Self.today())
+        print(report)
+        if let out {
+            try FileManager.default.createDirectory(atPath: (out as NSString).deletingLastPathComponent,
+                                                    withIntermediateDirectories: true)
+            try report.write(toFile: out, atomically: true, encoding: .utf8)
+        }
+        if results.contains(where: { !$0.valid }) { throw ExitCode(2) }
+    }
+
+    static func machine() -> String {
+        let cpus = ProcessInfo.processInfo.activeProcessorCount
+        let model = (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8))?
+            .split(separator: "\n").first { $0.hasPrefix("model name") }?
+            .split(separator: ":").last?.trimmingCharacters(in: .whitespaces) ?? "unknown CPU"
+        let kernel = (try? String(contentsOfFile: "/proc/sys/kernel/osrelease", encoding: .utf8))?
+            .trimmingCharacters(in: .whitespacesAndNewlines) ?? "unknown kernel"
+        return "Machine: \(cpus) CPUs (nproc), \(model), Linux \(kernel)."
+    }
+
+    static func today() -> String {
+        let formatter = DateFormatter()
+        formatter.dateFormat = "yyyy-MM-dd"
+        formatter.timeZone = TimeZone(identifier: "UTC")
+        return formatter.string(from: Date())
+    }
+}
