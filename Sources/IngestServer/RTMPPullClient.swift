@@ -105,10 +105,10 @@ public final class RTMPPullClient: Sendable {
 
     /// Connects, and reconnects with backoff, while the pull is wanted.
     private func pullWhileWanted() async {
-        var delay = configuration.initialBackoff
-        var failed = false
+        var backoff = Backoff(initial: configuration.initialBackoff, maximum: configuration.maxBackoff,
+                              healthyAfter: configuration.healthyAfter)
         while !Task.isCancelled, wanted {
-            if failed { update { $0.reconnects += 1 } }
+            if backoff.failures > 0 { update { $0.reconnects += 1 } }
             switch await pull() {
             case .idle:
                 logger.info("pull: no viewers; stopped")
@@ -116,8 +116,7 @@ public final class RTMPPullClient: Sendable {
             case .cancelled:
                 return
             case .failed(let reason, let mediaFor):
-                failed = true
-                if let mediaFor, mediaFor >= configuration.healthyAfter { delay = configuration.initialBackoff }
+                let delay = backoff.failed(healthyFor: mediaFor)
                 let reason = url.redacting(reason)
                 update {
                     $0.state = .backoff
@@ -135,7 +134,6 @@ public final class RTMPPullClient: Sendable {
                     }
                     if !wanted { return }
                 }
-                delay = min(delay * 2, configuration.maxBackoff)
             }
         }
     }
