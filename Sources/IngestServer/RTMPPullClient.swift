@@ -105,10 +105,10 @@ public final class RTMPPullClient: Sendable {
 
     /// Connects, and reconnects with backoff, while the pull is wanted.
     private func pullWhileWanted() async {
-        var delay = configuration.initialBackoff
-        var failed = false
+        var backoff = Backoff(initial: configuration.initialBackoff, maximum: configuration.maxBackoff,
+                              healthyAfter: configuration.healthyAfter)
         while !Task.isCancelled, wanted {
-            if failed { update { $0.reconnects += 1 } }
+            if backoff.failures > 0 { update { $0.reconnects += 1 } }
             switch await pull() {
             case .idle:
                 logger.info("pull: no viewers; stopped")
@@ -116,8 +116,7 @@ public final class RTMPPullClient: Sendable {
             case .cancelled:
                 return
             case .failed(let reason, let mediaFor):
-                failed = true
-                if let mediaFor, mediaFor >= configuration.healthyAfter { delay = configuration.initialBackoff }
+                let delay = backoff.failed(healthyFor: mediaFor)
                 let reason = url.redacting(reason)
                 update {
                     $0.state = .backoff
@@ -135,7 +134,6 @@ public final class RTMPPullClient: Sendable {
                     }
                     if !wanted { return }
                 }
-                delay = min(delay * 2, configuration.maxBackoff)
             }
         }
     }
@@ -311,13 +309,15 @@ private final class PullConnection: Sendable {
                 client.update { $0.state = .connecting }
             case .streamDescription(let description):
                 media.description = description
-                try await publisher(media).setDescription(description)
+                let (publisher, started) = try await publisher(media)
+                if !started { publisher.setDescription(description) }
             case .metadata(let properties):
                 let metadata = StreamMetadata(amf0: properties)
                 media.metadata = metadata
-                try await publisher(media).setMetadata(metadata)
+                let (publisher, started) = try await publisher(media)
+                if !started { publisher.setMetadata(metadata) }
             case .media(let packet):
-                try await publisher(media).send(packet)
+                try await publisher(media).publisher.send(packet)
             case .sourceEnded:
                 media = LocalMedia()
                 endLocalPublish("the remote publisher stopped")
@@ -331,21 +331,21 @@ private final class PullConnection: Sendable {
         }
     }
 
-    /// The local channel's publisher, started (with the stream's setup) on the first media.
-    private func publisher(_ media: LocalMedia) async throws -> Publisher {
+    /// The local channel's publisher; `started`: it was started now, with the stream's setup as last seen.
+    private func publisher(_ media: LocalMedia) async throws -> (publisher: Publisher, started: Bool) {
         let now = ContinuousClock.now
         if let publisher = shared.withLock({ shared -> Publisher? in
             shared.lastMediaAt = now
             if shared.firstMediaAt == nil { shared.firstMediaAt = now }
             return shared.publisher
         }) {
-            return publisher
+            return (publisher, false)
         }
         let publisher = try await client.startLocalPublish()
         if let description = media.description { publisher.setDescription(description) }
         if let metadata = media.metadata { publisher.setMetadata(metadata) }
         shared.withLock { $0.publisher = publisher }
-        return publisher
+        return (publisher, true)
     }
 
     private func write(_ buffer: ByteBuffer, _ outbound: Outbound) async throws {
@@ -359,7 +359,7 @@ private final class PullConnection: Sendable {
         let configuration = client.configuration
         let started = ContinuousClock.now
         var lastViewerAt = started
-        var encoder = ChunkEncoder()
+        let encoder = ChunkEncoder()
         while true {
             try await Task.sleep(for: .milliseconds(250))
             let now = ContinuousClock.now

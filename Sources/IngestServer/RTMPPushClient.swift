@@ -70,25 +70,23 @@ public final class RTMPPushClient: Sendable {
 
     /// Relays until the task is cancelled.
     public func run() async {
-        var delay = configuration.initialBackoff
-        var failed = false
+        var backoff = Backoff(initial: configuration.initialBackoff, maximum: configuration.maxBackoff,
+                              healthyAfter: configuration.healthyAfter)
         waiting: while !Task.isCancelled {
             update { $0.state = .stopped; $0.connectedSince = nil }
             guard await hub.waitForStream(channel: channel) != nil else { break }
             // Retry while the channel stays live (a republish is a new stream: keep going with it).
             while !Task.isCancelled, let stream = hub.stream(channel: channel) {
-                if failed { update { $0.reconnects += 1 } }
+                if backoff.failures > 0 { update { $0.reconnects += 1 } }
                 switch await push(stream) {
                 case .sourceEnded:
                     logger.info("relay: channel ended; unpublished upstream")
-                    delay = configuration.initialBackoff
-                    failed = false
+                    backoff.reset()
                     continue waiting
                 case .cancelled:
                     break waiting
                 case .failed(let reason, let publishedFor):
-                    failed = true
-                    if let publishedFor, publishedFor >= configuration.healthyAfter { delay = configuration.initialBackoff }
+                    let delay = backoff.failed(healthyFor: publishedFor)
                     let reason = url.redacting(reason)
                     update {
                         $0.state = .backoff
@@ -98,12 +96,10 @@ public final class RTMPPushClient: Sendable {
                     }
                     logger.warning("relay failed; retrying", metadata: ["reason": "\(reason)", "in": "\(delay)"])
                     guard await Self.sleep(for: delay, whileLive: stream, in: hub) else { break waiting }
-                    delay = min(delay * 2, configuration.maxBackoff)
                 }
             }
             // The channel ended during a backoff: the next publish starts afresh.
-            delay = configuration.initialBackoff
-            failed = false
+            backoff.reset()
         }
         update { $0.state = .stopped; $0.connectedSince = nil }
     }

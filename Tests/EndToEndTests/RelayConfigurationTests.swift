@@ -57,3 +57,20 @@ struct RelayConfigurationTests {
         #expect(RelayPushEntry(channel: "main", url: "rtmp://h/app").url(for: "main") == nil)
     }
 }
+
+@Suite("Relay backoff")
+struct BackoffTests {
+    @Test("1 s doubling to the 30 s cap; a healthy connection or a clean end starts over")
+    func schedule() {
+        var backoff = Backoff(initial: .seconds(1), maximum: .seconds(30), healthyAfter: .seconds(60))
+        let delays = (0..<7).map { _ in backoff.failed(healthyFor: nil) }
+        #expect(delays == [1, 2, 4, 8, 16, 30, 30].map { Duration.seconds($0) })
+        #expect(backoff.failures == 7)
+        #expect(backoff.failed(healthyFor: .seconds(59)) == .seconds(30), "not healthy for long enough")
+        #expect(backoff.failed(healthyFor: .seconds(60)) == .seconds(1), "healthy for a minute: start over")
+        #expect(backoff.failed(healthyFor: nil) == .seconds(2))
+        backoff.reset()
+        #expect(backoff.failures == 0)
+        #expect(backoff.failed(healthyFor: nil) == .seconds(1))
+    }
+}

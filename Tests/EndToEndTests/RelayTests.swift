@@ -351,6 +351,37 @@ extension EndToEnd.Relay {
     }
 }
 
+extension EndToEnd.Relay {
+    @Test("pulls from a real nginx-rtmp; when nginx's publisher stops, the local channel ends at once")
+    func pullFromNginx() async throws {
+        let nginx = try await Nginx.start()
+        defer { nginx.remove() }
+        let publisher = try Self.publisher("av-long.flv", to: nginx.url("source"))
+        let edge = try await TestServer {
+            Self.fastRetries(&$0)
+            $0.relayPull = [.init(channel: "mirror", url: nginx.url("source"), mode: .always)]
+        }
+        try await Self.waitUntil("the mirror to go live") { edge.app.hub.stream(channel: "mirror") != nil }
+        let played = try await Self.play(edge.rtmpURL("mirror"))
+        #expect(Set(played.streams.map(\.codec_name)) == ["h264", "aac"])
+        #expect(played.packets(of: "video").first?.flags.hasPrefix("K") == true)
+        let status = try #require(edge.app.relay.targets(channel: "mirror").first)
+        #expect(status.direction == .pull)
+        #expect(status.state == .publishing)
+        #expect(status.bytesSent > 10_000)
+
+        // nginx tells its players the publisher left (well before the 10 s media timeout).
+        let stopped = ContinuousClock.now
+        publisher.kill()
+        _ = try await publisher.wait()
+        try await Self.waitUntil("the mirror to end") { edge.app.hub.stream(channel: "mirror") == nil }
+        #expect(ContinuousClock.now - stopped < .seconds(5))
+        #expect(edge.logs.contains("the remote publisher stopped"))
+        try await edge.stop()
+        try await nginx.stop()
+    }
+}
+
 /// The fingerprint the server logs for a key (`key#` and four bytes of SHA-256, in hex).
 enum RTMPURLMask {
     static func mask(_ key: String) -> String {
