@@ -69,6 +69,9 @@ final class RTMPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if let idle = event as? IdleStateHandler.IdleStateEvent, idle == .read {
+            // A player only receives (an acknowledgement every 2.5 MB at most): its liveness is
+            // judged by whether it reads, through the player's lag limit, not by what it sends.
+            guard player == nil else { return }
             close(context: context, reason: "no data for \(configuration.idleTimeout)")
             return
         }

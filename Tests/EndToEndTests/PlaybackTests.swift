@@ -98,6 +98,23 @@ extension EndToEnd.Playback {
         try await server.stop()
     }
 
+    @Test("a player that only receives outlives the idle timeout (which is for connections that send nothing)")
+    func quietPlayer() async throws {
+        let server = try await TestServer { $0.idleTimeout = 1 }
+        let publisher = try publish("av-long.flv", to: server.rtmpURL("quiet"))
+        _ = try await server.waitForPlaylist("quiet") { !$0.segments.isEmpty }
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("estuary-quiet-\(UUID().uuidString).flv").path
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let result = try await Self.record("ffmpeg", url: server.rtmpURL("quiet"), seconds: 4, to: path).wait()
+        #expect(result.status == 0, "\(result.stderr)")
+        let video = try await ProbedSegment.probe(path).packets(of: "video")
+        #expect(video.count >= 110, "4 s at 30 fps despite a 1 s idle timeout: \(video.count) frames")
+        #expect(!server.logs.all.contains { $0.contains("no data for") && $0.contains("channel=quiet") && !$0.contains("conn=1 ") })
+        publisher.kill()
+        _ = try await publisher.wait()
+        try await server.stop()
+    }
+
     @Test("50 concurrent rtmpdump players of one stream all receive every keyframe")
     func fiftyPlayers() async throws {
         let server = try await TestServer()
