@@ -74,6 +74,7 @@ public func buildApplication(_ configuration: EstuaryConfiguration, logger: Logg
                              onRecordDone: @escaping @Sendable (RecordingDone) async -> Void = { _ in })
     throws -> EstuaryApplication {
     let hub = StreamHub(registry: MemoryRegistry(), logger: logger)
+    let eventLoops = EventLoops.group(threads: configuration.threads ?? EventLoops.availableCPUs)
     let segments = SegmentStore(retainedAfterWindow: configuration.hlsWindow)
     let rtmpPort = ListeningPort()
     let httpPort = ListeningPort()
@@ -97,7 +98,7 @@ public func buildApplication(_ configuration: EstuaryConfiguration, logger: Logg
                              playerQueue: .init(maxPackets: configuration.playerQueuePackets, maxBytes: 16 << 20),
                              playerMaxLag: .milliseconds(Int64(configuration.playerMaxLag * 1000)),
                              sendBufferSize: configuration.rtmpSendBuffer == 0 ? nil : configuration.rtmpSendBuffer),
-        hub: hub, authorizer: authorizer, playAuthorizer: playAccess.rtmp, logger: logger,
+        hub: hub, authorizer: authorizer, playAuthorizer: playAccess.rtmp, eventLoopGroup: eventLoops, logger: logger,
         onListening: { rtmpPort.set($0) })
 
     // `--hls off` makes a pure RTMP server (relay, recording, playback), like nginx-rtmp without `hls on`.
@@ -156,6 +157,7 @@ public func buildApplication(_ configuration: EstuaryConfiguration, logger: Logg
             logger.info("HTTP listening", metadata: ["address": "http://\(configuration.bind):\(port)"])
             httpPort.set(port)
         },
+        eventLoopGroupProvider: .shared(eventLoops),
         logger: logger)
 
     // Services stop in reverse order: RTMP publishers end first (pushes unpublish cleanly), then relays,

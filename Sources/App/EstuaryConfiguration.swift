@@ -40,6 +40,8 @@ public struct EstuaryConfiguration: Sendable, CustomStringConvertible {
     /// Bearer token for `/api/v1`; without one the API answers loopback clients only.
     public var apiToken: String?
     public var logLevel = Logger.Level.info
+    /// Event loop threads for RTMP and HTTP; nil = the CPUs this process may run on.
+    public var threads: Int?
     /// Which channels are recorded.
     public var recordMode = RecordMode.off
     /// Both by default: FLV survives a crash of the server, MP4 plays anywhere once finished.
@@ -111,6 +113,7 @@ public struct EstuaryConfiguration: Sendable, CustomStringConvertible {
         idleTimeout = try number("idleTimeout", idleTimeout)
         playerQueuePackets = try number("playerQueuePackets", playerQueuePackets)
         playerMaxLag = try number("playerMaxLag", playerMaxLag)
+        if config.string(forKey: "threads") != nil { threads = try number("threads", 0) }
         rtmpSendBuffer = try number("rtmpSendBuffer", rtmpSendBuffer)
         playSecret = config.string(forKey: "playSecret", isSecret: true)
         privateChannels = Set(config.stringArray(forKey: "privateChannel", default: []))
@@ -233,6 +236,9 @@ public struct EstuaryConfiguration: Sendable, CustomStringConvertible {
         guard (1...100).contains(hlsWindow) else { throw ConfigurationError.invalid("HLS window must be 1…100 segments") }
         guard rtmpSendBuffer == 0 || (1024...(64 << 20)).contains(rtmpSendBuffer) else {
             throw ConfigurationError.invalid("RTMP send buffer must be 0 (kernel default) or 1 KiB…64 MiB")
+        }
+        guard threads.map({ (1...256).contains($0) }) ?? true else {
+            throw ConfigurationError.invalid("threads must be 1…256")
         }
         guard playerMaxLag >= 1 else { throw ConfigurationError.invalid("player max lag must be at least 1 second") }
         guard playerQueuePackets >= 16 else { throw ConfigurationError.invalid("player queue must be at least 16 packets") }

@@ -59,8 +59,6 @@ final class RTMPPlayer: Sendable {
         let viewer = hub.addViewer(channel: streamName)
         defer { viewer.leave() }
         var muxer = PlaybackMuxer(messageStreamID: messageStreamID)
-        var encoder = ChunkEncoder()
-        encoder.setChunkSize(chunkSize)
         var firstStream = true
         while !Task.isCancelled, channel.isActive {
             guard let stream = await hub.waitForStream(channel: streamName) else { break }
@@ -69,62 +67,164 @@ final class RTMPPlayer: Sendable {
             if !firstStream { muxer.streamRestarted() }
             firstStream = false
             let subscription = stream.subscribe(limits: limits)
-            var reported = 0
-            while let batch = await subscription.nextBatch() {
-                let controls = controls.withLock { $0 }
-                muxer.receivesAudio = controls.receivesAudio
-                muxer.receivesVideo = controls.receivesVideo
-                muxer.isPaused = controls.paused
-                var messages: [RTMPMessage] = []
-                var written: Int64?
-                for event in batch {
-                    switch event {
-                    case .description(let description): messages += muxer.description(description)
-                    case .metadata(let metadata): messages.append(muxer.metadata(metadata))
-                    case .packet(let packet):
-                        written = max(written ?? packet.dts, packet.dts)
-                        if let message = muxer.packet(packet) { messages.append(message) }
-                    }
-                }
-                let delivered = await write(messages, encoder: encoder)
-                let dropped = subscription.droppedPackets
-                if dropped > reported {
-                    logger.debug("player fell behind; skipped to a keyframe", metadata: ["dropped": "\(dropped)"])
-                    reported = dropped
-                }
-                guard delivered else {
-                    subscription.cancel()
-                    return
-                }
-                if let written, let newest = subscription.newestDTS, newest - written > maxLag.nanoseconds / 1_000_000 {
-                    logger.warning("player disconnected: too far behind live",
-                                   metadata: ["behind_ms": "\(newest - written)", "max_lag": "\(maxLag)"])
-                    subscription.cancel()
-                    channel.close(promise: nil)
-                    return
-                }
+            let pump = PlayerPump(channel: channel, subscription: subscription, muxer: muxer, chunkSize: chunkSize,
+                                  maxLag: maxLag, controls: { [self] in self.controls.withLock { $0 } }, logger: logger)
+            let outcome = await withTaskCancellationHandler {
+                await pump.run()
+            } onCancel: {
+                pump.stop()
             }
+            muxer = outcome.muxer
+            guard outcome.connectionAlive else { return }
+        }
+    }
+}
+
+/// Delivers one subscription to one player on the player's event loop, without a task hop per
+/// packet: the publisher's enqueue schedules a drain; a drain polls what is queued, writes it in
+/// one buffer and waits for that write to complete before the next (so a slow socket backs up the
+/// subscription's bounded queue, which drops to the next keyframe). A write stuck for `maxLag`, or
+/// media more than `maxLag` behind live, closes the connection.
+final class PlayerPump: @unchecked Sendable {
+    struct Outcome {
+        var muxer: PlaybackMuxer
+        var connectionAlive: Bool
+    }
+
+    // Touched on the channel's event loop only.
+    private let channel: any Channel
+    private let eventLoop: any EventLoop
+    private let subscription: StreamSubscription
+    private var muxer: PlaybackMuxer
+    private var encoder = ChunkEncoder()
+    private let maxLag: TimeAmount
+    private let controls: @Sendable () -> RTMPPlayer.Controls
+    private let logger: Logger
+    private var continuation: CheckedContinuation<Outcome, Never>?
+    private var writeStartedAt: NIODeadline?
+    private var reportedDrops = 0
+    private var watchdog: RepeatedTask?
+    private let drainScheduled = Atomic(false)
+    /// Set by `stop()` from any thread; `start` may run after it (a task cancelled before it began).
+    private let stopRequested = Atomic(false)
+
+    init(channel: any Channel, subscription: StreamSubscription, muxer: PlaybackMuxer, chunkSize: Int, maxLag: TimeAmount,
+         controls: @escaping @Sendable () -> RTMPPlayer.Controls, logger: Logger) {
+        self.channel = channel
+        self.eventLoop = channel.eventLoop
+        self.subscription = subscription
+        self.muxer = muxer
+        self.maxLag = maxLag
+        self.controls = controls
+        self.logger = logger
+        encoder.setChunkSize(chunkSize)
+    }
+
+    /// Delivers until the subscription ends (publisher gone, or cancelled) or the connection does.
+    func run() async -> Outcome {
+        await withCheckedContinuation { continuation in
+            eventLoop.execute { self.start(continuation) }
         }
     }
 
-    /// Writes and flushes; false when the connection is gone. A write that does not
-    /// complete within `maxLag` (the player stopped reading) closes the connection.
-    private func write(_ messages: [RTMPMessage], encoder: ChunkEncoder) async -> Bool {
-        guard !messages.isEmpty else { return true }
-        var buffer = channel.allocator.buffer(capacity: messages.reduce(0) { $0 + $1.payload.readableBytes + 16 })
-        for message in messages { encoder.encode(message, into: &buffer) }
-        let (channel, logger, maxLag) = (self.channel, self.logger, self.maxLag)
-        let watchdog = channel.eventLoop.scheduleTask(in: maxLag) {
-            logger.warning("player disconnected: not reading", metadata: ["stalled_for": "\(maxLag)"])
+    private func start(_ continuation: CheckedContinuation<Outcome, Never>) {
+        self.continuation = continuation
+        guard channel.isActive else { return finish(alive: false) }
+        guard !stopRequested.load(ordering: .acquiring) else { return finish(alive: true) }
+        // Weak: a connection outlives the pumps of earlier publishes, and its close callbacks cannot be removed.
+        channel.closeFuture.whenComplete { [weak self] _ in self?.eventLoop.execute { self?.finish(alive: false) } }
+        let period = min(TimeAmount.seconds(1), .nanoseconds(maxLag.nanoseconds / 4))
+        watchdog = eventLoop.scheduleRepeatedTask(initialDelay: period, delay: period) { [weak self] _ in self?.checkStall() }
+        subscription.setReadableHandler { [self] in scheduleDrain() }
+    }
+
+    /// Ends delivery now (closeStream, deleteStream, a new play): what is still queued is not sent.
+    func stop() {
+        stopRequested.store(true, ordering: .releasing)
+        eventLoop.execute { self.finish(alive: self.channel.isActive) }
+    }
+
+    /// Drains on a later turn of the loop: never recursively from a write that completed at once,
+    /// which would hold the loop for as long as the publisher keeps the queue non-empty.
+    private func scheduleDrain() {
+        guard !drainScheduled.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        eventLoop.execute { self.drain() }
+    }
+
+    private func drain() {
+        drainScheduled.store(false, ordering: .releasing)
+        guard continuation != nil, writeStartedAt == nil else { return }
+        switch subscription.poll() {
+        case .empty:
+            return
+        case .ended:
+            finish(alive: channel.isActive)
+        case .events(let batch):
+            write(batch)
+        }
+    }
+
+    private func write(_ batch: [StreamEvent]) {
+        let controls = controls()
+        muxer.receivesAudio = controls.receivesAudio
+        muxer.receivesVideo = controls.receivesVideo
+        muxer.isPaused = controls.paused
+        var buffer = channel.allocator.buffer(capacity: batch.reduce(0) { total, event in
+            if case .packet(let packet) = event { total + packet.data.count + 32 } else { total + 256 }
+        })
+        var written: Int64?
+        for event in batch {
+            switch event {
+            case .description(let description):
+                for message in muxer.description(description) { encoder.encode(message, into: &buffer) }
+            case .metadata(let metadata):
+                encoder.encode(muxer.metadata(metadata), into: &buffer)
+            case .packet(let packet):
+                written = max(written ?? packet.dts, packet.dts)
+                if let message = muxer.packet(packet) { encoder.encode(message, into: &buffer) }
+            }
+        }
+        let dropped = subscription.droppedPackets
+        if dropped > reportedDrops {
+            logger.debug("player fell behind; skipped to a keyframe", metadata: ["dropped": "\(dropped)"])
+            reportedDrops = dropped
+        }
+        if let written, let newest = subscription.newestDTS, newest - written > maxLag.nanoseconds / 1_000_000 {
+            logger.warning("player disconnected: too far behind live",
+                           metadata: ["behind_ms": "\(newest - written)", "max_lag": "\(maxLag)"])
             channel.close(promise: nil)
+            return finish(alive: false)
         }
-        defer { watchdog.cancel() }
-        do {
-            try await channel.writeAndFlush(buffer)
-            return true
-        } catch {
-            logger.debug("player write failed", metadata: ["error": "\(error)"])
-            return false
+        guard buffer.readableBytes > 0 else { return scheduleDrain() }
+        writeStartedAt = .now()
+        channel.writeAndFlush(buffer).hop(to: eventLoop).whenComplete { result in
+            self.writeStartedAt = nil
+            if case .failure(let error) = result {
+                self.logger.debug("player write failed", metadata: ["error": "\(error)"])
+                return self.finish(alive: false)
+            }
+            self.scheduleDrain()
         }
+    }
+
+    /// Once a second: a write that has not completed for `maxLag` means the player stopped reading.
+    private func checkStall() {
+        guard let started = writeStartedAt, NIODeadline.now() - started >= maxLag else { return }
+        logger.warning("player disconnected: not reading", metadata: ["stalled_for": "\(maxLag)"])
+        let dropped = subscription.droppedPackets
+        if dropped > reportedDrops {
+            logger.debug("player fell behind; skipped to a keyframe", metadata: ["dropped": "\(dropped)"])
+            reportedDrops = dropped
+        }
+        channel.close(promise: nil)
+        finish(alive: false)
+    }
+
+    private func finish(alive: Bool) {
+        guard let continuation else { return }
+        self.continuation = nil
+        watchdog?.cancel()
+        subscription.cancel()
+        continuation.resume(returning: Outcome(muxer: muxer, connectionAlive: alive))
     }
 }

@@ -37,6 +37,10 @@ public final class StreamSubscription: AsyncSequence, Sendable {
         /// The newest decode time handed to this consumer, queued or not: the live edge it trails.
         var newestDTS: Int64?
         var waiter: CheckedContinuation<StreamEvent?, Never>?
+        /// Push mode: told when events arrive on an empty queue, or the stream ends.
+        var onReadable: (@Sendable () -> Void)?
+        /// The handler was called and nobody has polled since: no need to call it again.
+        var readableSignalled = false
 
         var count: Int { queue.count - head }
 
@@ -80,6 +84,7 @@ public final class StreamSubscription: AsyncSequence, Sendable {
     }
 
     func enqueue(_ event: StreamEvent) {
+        var readable: (@Sendable () -> Void)?
         let waiter: CheckedContinuation<StreamEvent?, Never>? = state.withLock { state in
             guard !state.finished else { return nil }
             if case .packet(let packet) = event {
@@ -112,19 +117,68 @@ public final class StreamSubscription: AsyncSequence, Sendable {
             }
             if case .packet(let packet) = event { state.queuedBytes += packet.data.count }
             state.queue.append(event)
+            if let handler = state.onReadable, !state.readableSignalled {
+                state.readableSignalled = true
+                readable = handler
+            }
             return nil
         }
         waiter?.resume(returning: event)
+        readable?()
     }
 
     func finish() {
+        var readable: (@Sendable () -> Void)?
         let waiter = state.withLock { state -> CheckedContinuation<StreamEvent?, Never>? in
             state.finished = true
+            readable = state.onReadable
+            state.onReadable = nil
             defer { state.waiter = nil }
             return state.waiter
         }
         waiter?.resume(returning: nil)
+        readable?()
     }
+
+    // MARK: Push mode (a consumer on an event loop, without a task per consumer)
+
+    /// Calls `handler` (on the publisher's thread: keep it short, e.g. schedule a drain) whenever
+    /// events arrive and the consumer has not polled since the last call, and when the stream ends.
+    /// Use `poll` to take events; do not mix with `next()`.
+    public func setReadableHandler(_ handler: @escaping @Sendable () -> Void) {
+        let call = state.withLock { state -> Bool in
+            state.onReadable = handler
+            state.readableSignalled = state.count > 0 || state.finished
+            return state.readableSignalled
+        }
+        if call { handler() }
+    }
+
+    public enum Poll: Sendable, Equatable {
+        case events([StreamEvent])
+        /// Nothing queued now; the readable handler will be called when there is.
+        case empty
+        /// The stream ended and everything queued was taken.
+        case ended
+    }
+
+    /// Takes up to `limit` queued events without waiting.
+    public func poll(limit: Int = 256) -> Poll {
+        state.withLock { state in
+            state.readableSignalled = false
+            var batch: [StreamEvent] = []
+            while batch.count < limit, let event = state.popFirst() { batch.append(event) }
+            if !batch.isEmpty {
+                // More left: the consumer will poll again without being told.
+                if state.count > 0 { state.readableSignalled = true }
+                return .events(batch)
+            }
+            return state.finished ? .ended : .empty
+        }
+    }
+
+    /// Events waiting to be taken.
+    public var queuedCount: Int { state.withLock { $0.count } }
 
     /// The next event, or nil when the stream ended (queued events are delivered first).
     public func next() async -> StreamEvent? {

@@ -72,6 +72,8 @@ struct Serve: AsyncParsableCommand {
     var playerQueuePackets: Int?
     @Option(help: "Seconds an RTMP player may trail live, or stop reading, before it is disconnected. [ESTUARY_PLAYER_MAX_LAG, default 15]")
     var playerMaxLag: Double?
+    @Option(help: "Event loop threads for RTMP and HTTP. [ESTUARY_THREADS, default: the CPUs this process may use]")
+    var threads: Int?
     @Option(help: "SO_SNDBUF of RTMP connections in bytes, as nginx's listen sndbuf=; 0 = kernel autotuning. [ESTUARY_RTMP_SEND_BUFFER, default 0]")
     var rtmpSendBuffer: Int?
     @Option(help: "Secret for signed play URLs (?expires=&token=, HMAC-SHA256). [ESTUARY_PLAY_SECRET]")
@@ -121,6 +123,7 @@ struct Serve: AsyncParsableCommand {
         flag("streamKeysFile", streamKeysFile.map(ConfigContent.string))
         flag("playerQueuePackets", playerQueuePackets.map { .string("\($0)") })
         flag("playerMaxLag", playerMaxLag.map { .string("\($0)") })
+        flag("threads", threads.map { .string("\($0)") })
         flag("rtmpSendBuffer", rtmpSendBuffer.map { .string("\($0)") })
         flag("playSecret", playSecret.map(ConfigContent.string))
         flag("privateChannel", privateChannel.isEmpty ? nil : .stringArray(privateChannel))

@@ -24,3 +24,17 @@ struct APIAccessTests {
         #expect(APIAccessMiddleware.constantTimeEqual(Array(a.utf8), Array(b.utf8)) == equal)
     }
 }
+
+@Suite("Event loops")
+struct EventLoopsTests {
+    @Test("CPU lists as /proc prints them", arguments: [("0", 1), ("0-1", 2), ("0-3,8,10-11", 7), ("", nil), ("a-b", nil), ("3-1", nil),
+                                                        ("1-2-3", nil)])
+    func cpuList(list: String, count: Int?) {
+        #expect(EventLoops.cpuCount(list) == count)
+    }
+
+    @Test("this process may run on at least one CPU")
+    func available() {
+        #expect(EventLoops.availableCPUs >= 1)
+    }
+}

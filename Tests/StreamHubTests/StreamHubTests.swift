@@ -177,3 +177,52 @@ struct StreamHubDemandTests {
         #expect(hub.viewerCount(channel: "c") == 0)
     }
 }
+
+@Suite("StreamSubscription push mode")
+struct StreamSubscriptionPushTests {
+    @Test("the readable handler fires once per poll cycle, not once per event; poll drains in order; the end is signalled")
+    func signalling() async throws {
+        let hub = StreamHub()
+        let publisher = try await hub.startPublishing(channel: "c", app: "live")
+        let subscription = publisher.stream.subscribe()
+        let calls = Atomic(0)
+        subscription.setReadableHandler { calls.add(1, ordering: .relaxed) }
+        // Nothing queued yet: no call.
+        #expect(calls.load(ordering: .relaxed) == 0)
+        #expect(subscription.poll() == .empty)
+        publisher.send(audio(0))
+        publisher.send(audio(20))
+        publisher.send(audio(40))
+        #expect(calls.load(ordering: .relaxed) == 1)
+        #expect(subscription.poll(limit: 2) == .events([.packet(audio(0)), .packet(audio(20))]))
+        // More left after a full batch: the consumer polls again by itself, so no new call for it.
+        publisher.send(audio(60))
+        #expect(calls.load(ordering: .relaxed) == 1)
+        #expect(subscription.poll() == .events([.packet(audio(40)), .packet(audio(60))]))
+        #expect(subscription.poll() == .empty)
+        publisher.send(audio(80))
+        #expect(calls.load(ordering: .relaxed) == 2)
+        await publisher.finish()
+        #expect(calls.load(ordering: .relaxed) == 3)
+        // Queued events come before the end.
+        #expect(subscription.poll() == .events([.packet(audio(80))]))
+        #expect(subscription.poll() == .ended)
+    }
+
+    @Test("a handler set on a queue that already holds events (the GOP cache) is called at once")
+    func handlerOnFullQueue() async throws {
+        let hub = StreamHub()
+        let publisher = try await hub.startPublishing(channel: "c", app: "live")
+        publisher.setDescription(description)
+        publisher.send(video(0, key: true))
+        let subscription = publisher.stream.subscribe()
+        let calls = Atomic(0)
+        subscription.setReadableHandler { calls.add(1, ordering: .relaxed) }
+        #expect(calls.load(ordering: .relaxed) == 1)
+        #expect(subscription.queuedCount == 2)
+        subscription.cancel()
+        #expect(subscription.poll() == .events([.description(description), .packet(video(0, key: true))]))
+        #expect(subscription.poll() == .ended)
+        await publisher.finish()
+    }
+}
