@@ -119,18 +119,26 @@ final class HLSChannelWorker: Sendable {
 
     private func package(_ subscription: StreamSubscription, generation: Int) async {
         await channel.run { $0.beginPublish() }
-        for await event in subscription {
-            do {
-                try await channel.run { channel in
-                    switch event {
-                    case .description(let description): try channel.setDescription(description)
-                    case .packet(let packet): try channel.write(packet)
-                    case .metadata: break
+        // A batch per actor hop: whatever queued while the last batch was muxed.
+        while let batch = await subscription.nextBatch() {
+            let failures = await channel.run { channel -> [any Error] in
+                var failures: [any Error] = []
+                for event in batch {
+                    do {
+                        switch event {
+                        case .description(let description): try channel.setDescription(description)
+                        case .packet(let packet): try channel.write(packet)
+                        case .metadata: break
+                        }
+                    } catch {
+                        failures.append(error)
+                        channel.abandonSegment()
                     }
                 }
-            } catch {
+                return failures
+            }
+            for error in failures {
                 logger.error("HLS packaging failed; segment dropped", metadata: ["channel": "\(channel.name)", "error": "\(error)"])
-                await channel.run { $0.abandonSegment() }
             }
         }
         do {

@@ -34,6 +34,14 @@ struct EstuaryBench: AsyncParsableCommand {
     var serverCPU = 0
     @Option(help: "Where to write the Markdown report (also printed).")
     var out: String?
+    @Option(parsing: .upToNextOption,
+            help: "Scenarios to run: ingest, ingest-3m, ingest-hls, ingest-hls-tmpfs, fan-out, hls (default: all).")
+    var only: [Scenario] = Scenario.allCases
+
+    enum Scenario: String, CaseIterable, ExpressibleByArgument {
+        case ingest, ingest3M = "ingest-3m", ingestHLS = "ingest-hls", ingestHLSOnTmpfs = "ingest-hls-tmpfs"
+        case fanOut = "fan-out", hls
+    }
 
     func run() async throws {
         var settings = BenchRunner.Settings(estuaryBinary: estuary)
@@ -64,17 +72,24 @@ struct EstuaryBench: AsyncParsableCommand {
             try await both { try await runner.ingest($0, publishers: 2, source: low, hls: true, label: "ingest+hls") }
             try await both { try await runner.fanOut($0, players: 3, source: mid) }
         } else {
-            for n in ingest { try await both { try await runner.ingest($0, publishers: n, source: low, hls: false, label: "ingest 600k") } }
-            try await both { try await runner.ingest($0, publishers: ingestHigh, source: high, hls: false, label: "ingest 3M") }
-            for n in ingestHLS { try await both { try await runner.ingest($0, publishers: n, source: low, hls: true, label: "ingest+hls") } }
+            let only = Set(only)
+            for n in ingest where only.contains(.ingest) {
+                try await both { try await runner.ingest($0, publishers: n, source: low, hls: false, label: "ingest 600k") }
+            }
+            if only.contains(.ingest3M) {
+                try await both { try await runner.ingest($0, publishers: ingestHigh, source: high, hls: false, label: "ingest 3M") }
+            }
+            for n in ingestHLS where only.contains(.ingestHLS) {
+                try await both { try await runner.ingest($0, publishers: n, source: low, hls: true, label: "ingest+hls") }
+            }
             // Like for like: Estuary also writing its HLS to tmpfs, as nginx-rtmp does.
-            for n in ingestHLS {
+            for n in ingestHLS where only.contains(.ingestHLSOnTmpfs) {
                 try await both { kind in
                     try await runner.ingest(kind, publishers: n, source: low, hls: true, hlsOnDisk: true, label: "ingest+hls on tmpfs")
                 }
             }
-            for m in players { try await both { try await runner.fanOut($0, players: m, source: mid) } }
-            try await both { try await runner.hls($0, source: mid, wrkSeconds: 10, connections: 50) }
+            for m in players where only.contains(.fanOut) { try await both { try await runner.fanOut($0, players: m, source: mid) } }
+            if only.contains(.hls) { try await both { try await runner.hls($0, source: mid, wrkSeconds: 10, connections: 50) } }
         }
         let report = Report.markdown(results, machine: Self.machine(), date: Self.today())
         print(report)
