@@ -59,7 +59,9 @@ final class RTMPPlayer: Sendable {
         let viewer = hub.addViewer(channel: streamName)
         defer { viewer.leave() }
         var muxer = PlaybackMuxer(messageStreamID: messageStreamID)
-        var encoder = ChunkEncoder()
+        // Media chunk streams are this player's alone (the connection handler writes commands and
+        // status on others), so their headers can be compressed as nginx-rtmp's are.
+        var encoder = ChunkEncoder(headerCompression: .only([PlaybackMuxer.audioChunkStream, PlaybackMuxer.videoChunkStream]))
         encoder.setChunkSize(chunkSize)
         var firstStream = true
         while !Task.isCancelled, channel.isActive {
@@ -86,7 +88,7 @@ final class RTMPPlayer: Sendable {
                         if let message = muxer.packet(packet) { messages.append(message) }
                     }
                 }
-                let delivered = await write(messages, encoder: encoder)
+                let delivered = await write(messages, encoder: &encoder)
                 let dropped = subscription.droppedPackets
                 if dropped > reported {
                     logger.debug("player fell behind; skipped to a keyframe", metadata: ["dropped": "\(dropped)"])
@@ -109,7 +111,7 @@ final class RTMPPlayer: Sendable {
 
     /// Writes and flushes; false when the connection is gone. A write that does not
     /// complete within `maxLag` (the player stopped reading) closes the connection.
-    private func write(_ messages: [RTMPMessage], encoder: ChunkEncoder) async -> Bool {
+    private func write(_ messages: [RTMPMessage], encoder: inout ChunkEncoder) async -> Bool {
         guard !messages.isEmpty else { return true }
         var buffer = channel.allocator.buffer(capacity: messages.reduce(0) { $0 + $1.payload.readableBytes + 16 })
         for message in messages { encoder.encode(message, into: &buffer) }
