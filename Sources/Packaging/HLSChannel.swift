@@ -69,7 +69,10 @@ public final class HLSChannel {
             let canStart = hasVideo ? (packet.kind == .video && packet.isKeyframe) : packet.kind == .audio
             guard canStart else { return }
             if !offsetChosen {
-                offset = publishedSegments == 0 ? 0 : timelineEnd - packet.dts
+                // The channel's timeline starts at 0 and never goes back, also for a first frame
+                // presented before its decode time (a negative composition time).
+                let start = min(packet.dts, packet.pts)
+                offset = publishedSegments == 0 ? max(0, -start) : timelineEnd - start
                 offsetChosen = true
             }
             muxer = try TSMuxer(description: description)
