@@ -39,9 +39,10 @@ public final class HLSChannel {
         self.name = name
         self.configuration = configuration
         self.store = store
-        self.directory = configuration.directory.map { HLSDirectoryWriter(root: $0, channel: name) }
+        var logger = logger
+        logger[metadataKey: "channel"] = "\(name)"
         self.logger = logger
-        self.logger[metadataKey: "channel"] = "\(name)"
+        self.directory = configuration.directory.map { HLSDirectoryWriter(root: $0, channel: name, logger: logger) }
     }
 
     /// A publish begins on this channel.
