@@ -172,7 +172,9 @@ let package = Package(
         .testTarget(
             name: "EndToEndTests",
             dependencies: [
-                "App", "RTMP", "MediaCore", "StreamHub", "IngestServer", "Packaging",
+                // The executable too: configuration tests parse `estuary serve` flags as the binary does.
+                "estuary", "App", "RTMP", "MediaCore", "StreamHub", "IngestServer", "Packaging",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),

@@ -131,7 +131,9 @@ public func buildApplication(_ configuration: EstuaryConfiguration, logger: Logg
     router.add(middleware: CORSMiddleware(allowOrigin: .all,
                                           allowHeaders: [.range, .accept, .origin, .authorization, .contentType],
                                           allowMethods: [.get, .head, .options, .post, .put, .patch, .delete],
-                                          exposedHeaders: ["Content-Length", "Content-Range"]))
+                                          exposedHeaders: ["Content-Length", "Content-Range"],
+                                          // Players preflight Range requests; 2 h is the most Chrome keeps.
+                                          maxAge: .seconds(7200)))
     router.get("/health") { _, _ -> Response in
         let body = #"{"status":"ok","live":\#(hub.liveChannels.count)}"#
         return Response(status: .ok, headers: [.contentType: "application/json"],

@@ -92,7 +92,8 @@ public struct EstuaryConfiguration: Sendable, CustomStringConvertible {
         func number<Value: LosslessStringConvertible>(_ key: String, _ current: Value) throws -> Value {
             guard let text = config.string(forKey: ConfigKey(stringLiteral: key)) else { return current }
             guard let value = Value(text.trimmingCharacters(in: .whitespaces)) else {
-                throw ConfigurationError.invalid("\(key) '\(text)' is not a \(Value.self == Int.self ? "whole number" : "number")")
+                throw ConfigurationError.invalid(
+                    "\(Self.settingName(key)) '\(text)' is not a \(Value.self == Int.self || Value.self == Int64.self ? "whole number" : "number")")
             }
             return value
         }
@@ -172,6 +173,16 @@ public struct EstuaryConfiguration: Sendable, CustomStringConvertible {
             }
         }
         try validate()
+    }
+
+    /// A key as the user sets it: `rtmpPort` → `--rtmp-port (ESTUARY_RTMP_PORT)`.
+    static func settingName(_ key: String) -> String {
+        var words: [String] = []
+        for character in key {
+            if character.isUppercase || words.isEmpty { words.append("") }
+            words[words.count - 1].append(character.lowercased())
+        }
+        return "--\(words.joined(separator: "-")) (ESTUARY_\(words.joined(separator: "_").uppercased()))"
     }
 
     /// `CHANNEL=URL`, `*=URL`.

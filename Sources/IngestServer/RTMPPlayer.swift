@@ -96,7 +96,9 @@ final class PlayerPump: @unchecked Sendable {
     private let eventLoop: any EventLoop
     private let subscription: StreamSubscription
     private var muxer: PlaybackMuxer
-    private var encoder = ChunkEncoder()
+    // Media chunk streams are this player's alone (the connection handler writes commands and
+    // status on others), so their headers can be compressed as nginx-rtmp's are.
+    private var encoder = ChunkEncoder(headerCompression: .only([PlaybackMuxer.audioChunkStream, PlaybackMuxer.videoChunkStream]))
     private let maxLag: TimeAmount
     private let controls: @Sendable () -> RTMPPlayer.Controls
     private let logger: Logger

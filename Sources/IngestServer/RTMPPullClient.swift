@@ -359,7 +359,7 @@ private final class PullConnection: Sendable {
         let configuration = client.configuration
         let started = ContinuousClock.now
         var lastViewerAt = started
-        let encoder = ChunkEncoder()
+        var encoder = ChunkEncoder()
         while true {
             try await Task.sleep(for: .milliseconds(250))
             let now = ContinuousClock.now

@@ -126,12 +126,13 @@ public final class FLVRecorder: MediaRecorder {
             throw .invalidPacket("\(media.kind) packet at dts \(media.dts) ms after one at \(lastDTS) ms")
         }
         let compositionTime = media.compositionTime
-        guard (0..<0x80_0000).contains(compositionTime) else {
+        // FLV's composition time is signed 24-bit: a negative one is written as it came.
+        guard (-0x80_0000..<0x80_0000).contains(compositionTime) else {
             throw .invalidPacket("\(media.kind) packet at \(media.dts) ms with composition time \(compositionTime) ms")
         }
         let header: [UInt8] = switch media.kind {
         case .video:
-            [media.isKeyframe ? 0x17 : 0x27, 0x01, UInt8(compositionTime >> 16),
+            [media.isKeyframe ? 0x17 : 0x27, 0x01, UInt8(truncatingIfNeeded: compositionTime >> 16),
              UInt8(truncatingIfNeeded: compositionTime >> 8), UInt8(truncatingIfNeeded: compositionTime)]
         case .audio:
             [0xAF, 0x01]

@@ -39,9 +39,10 @@ public final class HLSChannel {
         self.name = name
         self.configuration = configuration
         self.store = store
-        self.directory = configuration.directory.map { HLSDirectoryWriter(root: $0, channel: name) }
+        var logger = logger
+        logger[metadataKey: "channel"] = "\(name)"
         self.logger = logger
-        self.logger[metadataKey: "channel"] = "\(name)"
+        self.directory = configuration.directory.map { HLSDirectoryWriter(root: $0, channel: name, logger: logger) }
     }
 
     /// A publish begins on this channel.
@@ -69,7 +70,10 @@ public final class HLSChannel {
             let canStart = hasVideo ? (packet.kind == .video && packet.isKeyframe) : packet.kind == .audio
             guard canStart else { return }
             if !offsetChosen {
-                offset = publishedSegments == 0 ? 0 : timelineEnd - packet.dts
+                // The channel's timeline starts at 0 and never goes back, also for a first frame
+                // presented before its decode time (a negative composition time).
+                let start = min(packet.dts, packet.pts)
+                offset = publishedSegments == 0 ? max(0, -start) : timelineEnd - start
                 offsetChosen = true
             }
             muxer = try TSMuxer(description: description)

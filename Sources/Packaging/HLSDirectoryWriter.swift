@@ -4,14 +4,15 @@ import Logging
 /// Writes a channel's segments and playlist to disk as nginx-rtmp's `hls_nested`
 /// layout does: `<root>/<channel>/index.m3u8` and `<root>/<channel>/<n>.ts`.
 /// The playlist is replaced atomically (temporary file, then rename) so a web
-/// server never serves half of one. Failures are logged; live delivery from
-/// memory goes on.
+/// server never serves half of one. Failures are logged (on the channel's logger,
+/// so the line names the channel); live delivery from memory goes on.
 struct HLSDirectoryWriter {
     let directory: URL
-    private let logger = Logger(label: "estuary.hls.disk")
+    private let logger: Logger
 
-    init(root: String, channel: String) {
+    init(root: String, channel: String, logger: Logger) {
         directory = URL(fileURLWithPath: root, isDirectory: true).appendingPathComponent(channel, isDirectory: true)
+        self.logger = logger
     }
 
     func write(segment name: String, data: [UInt8]) {

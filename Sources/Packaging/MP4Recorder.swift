@@ -171,7 +171,7 @@ public final class MP4Recorder: MediaRecorder {
     /// Video payloads go in as they are (AVCC, which is what MP4 stores). Packets of a kind the
     /// description has no track for are ignored. An equal DTS on a track is moved one tick of the
     /// track's time base on, since libav wants strictly increasing DTS. Throws for an empty or
-    /// malformed payload, a decreasing DTS, a PTS before the DTS, a failed write, or after
+    /// malformed payload, a decreasing DTS, a failed write, or after
     /// `finish()`. Because a packet is written when the next one on its track arrives, a libav
     /// failure may be reported one packet late.
     public func write(_ media: MediaPacket) throws(RecordingError) {
@@ -180,9 +180,6 @@ public final class MP4Recorder: MediaRecorder {
         guard !media.data.isEmpty else { throw .invalidPacket("empty \(media.kind) packet at \(media.dts) ms") }
         if media.kind == .video, !TSMuxer.isWellFormedAVCC(media.data, lengthSize: nalUnitLengthSize) {
             throw .invalidPacket("video packet at \(media.dts) ms whose NAL unit lengths do not add up")
-        }
-        guard media.pts >= media.dts else {
-            throw .invalidPacket("\(media.kind) packet whose pts \(media.pts) ms is before its dts \(media.dts) ms")
         }
         guard media.data.count <= Int(Int32.max) - Int(AV_INPUT_BUFFER_PADDING_SIZE) else {
             throw .invalidPacket("\(media.kind) packet at \(media.dts) ms of \(media.data.count) bytes")
@@ -200,6 +197,12 @@ public final class MP4Recorder: MediaRecorder {
         let timeBase = track.stream.pointee.time_base
         var dts = av_rescale_q(media.dts - origin, Self.millisecond, timeBase)
         var pts = av_rescale_q(media.pts - origin, Self.millisecond, timeBase)
+        if pts < dts {
+            // A negative composition time: libav refuses PTS < DTS, so the DTS is lowered to the PTS
+            // (as in TSMuxer), but not before the recording's start, where the PTS moves up instead.
+            dts = max(pts, 0)
+            pts = dts
+        }
         if let last = track.last, dts <= last.written {
             dts = last.written + 1
             pts = max(pts, dts)

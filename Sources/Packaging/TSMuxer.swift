@@ -119,8 +119,11 @@ public final class TSMuxer {
     ///
     /// Packets of a kind the description has no track for are ignored. Two packets on a track
     /// with the same DTS are fine: the later is moved one 90 kHz tick on, since libav wants
-    /// strictly increasing DTS. Throws for an empty or malformed payload, a decreasing DTS, a
-    /// PTS before the DTS, or after `finish()`.
+    /// strictly increasing DTS. A PTS before the DTS (a negative composition time, which FLV
+    /// allows) cannot be said in MPEG-TS and libav refuses it: the PTS is what viewers see, so
+    /// it is kept and the DTS lowered to it; only where that would not leave the DTS above the
+    /// track's previous one does the PTS move on with it (by a tick). Throws for an empty or
+    /// malformed payload, a decreasing DTS, or after `finish()`.
     public func write(_ media: MediaPacket) throws(LibAVError) {
         guard !finished, let context, let packet else { throw .invalidArgument("writing to a finished TS muxer") }
         let track: Track
@@ -142,6 +145,7 @@ public final class TSMuxer {
         let timeBase = stream.pointee.time_base
         var dts = av_rescale_q(media.dts, Self.millisecond, timeBase)
         var pts = av_rescale_q(media.pts, Self.millisecond, timeBase)
+        if pts < dts { dts = pts }
         if let last = track.last, media.dts >= last.input, dts <= last.written {
             dts = last.written + 1
             pts = max(pts, dts)

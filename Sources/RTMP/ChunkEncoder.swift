@@ -2,12 +2,42 @@ public import NIOCore
 
 /// Splits messages into chunks (RTMP 1.0 §5.3).
 ///
-/// Every message starts with a type 0 header; continuations are type 3 and
-/// repeat the extended timestamp when one is used, as Flash and ffmpeg expect.
+/// Without header compression every message starts with a type 0 header. With it, on the
+/// chunk streams it covers, a message repeats as little as the peer's decoder needs, as OBS
+/// and nginx-rtmp do: type 1 (timestamp delta, length, type) when only those change on the
+/// same message stream, type 2 (delta) when only the delta changes, type 3 (nothing) when the
+/// delta, length and type all repeat. A type 3 header starting a message is only written after
+/// a type 1 or 2 header, so "the previous delta" is never the ambiguous absolute time of a
+/// type 0 header (ffmpeg and librtmp read it differently). Continuations are type 3 and repeat
+/// the extended timestamp field when the message's header used one, as Flash and ffmpeg expect.
+///
+/// Compression is only correct when this encoder is the one writer of a chunk stream on its
+/// connection: the peer decodes each header against the previous one on that chunk stream.
 public struct ChunkEncoder: Sendable {
-    public private(set) var chunkSize = 128
+    /// Which chunk streams get compressed headers.
+    public enum HeaderCompression: Sendable {
+        case none
+        case all
+        case only(Set<ChunkStreamID>)
+    }
 
-    public init() {}
+    /// What the peer's decoder remembers of a chunk stream after our last header on it.
+    struct SentHeader: Sendable {
+        var messageStreamID: MessageStreamID
+        var typeID: UInt8
+        var length: Int
+        var timestamp: UInt32
+        /// The delta a type 3 header would repeat; nil after a type 0 header.
+        var delta: UInt32?
+    }
+
+    public private(set) var chunkSize = 128
+    public let headerCompression: HeaderCompression
+    private var sent: [ChunkStreamID: SentHeader] = [:]
+
+    public init(headerCompression: HeaderCompression = .none) {
+        self.headerCompression = headerCompression
+    }
 
     /// Changes the size of chunks written from now on; send a Set Chunk Size message first.
     public mutating func setChunkSize(_ size: Int) {
@@ -15,24 +45,49 @@ public struct ChunkEncoder: Sendable {
         chunkSize = size
     }
 
-    public func encode(_ message: RTMPMessage, into out: inout ByteBuffer) {
+    private func compresses(_ id: ChunkStreamID) -> Bool {
+        switch headerCompression {
+        case .none: false
+        case .all: true
+        case .only(let ids): ids.contains(id)
+        }
+    }
+
+    /// The header format for `message`, and the value of its timestamp field (absolute or delta).
+    private func header(for message: RTMPMessage, length: Int) -> (format: UInt8, timeField: UInt32) {
+        guard compresses(message.chunkStreamID), let previous = sent[message.chunkStreamID],
+              previous.messageStreamID == message.messageStreamID, message.timestamp >= previous.timestamp
+        else { return (0, message.timestamp) }
+        let delta = message.timestamp - previous.timestamp
+        guard previous.length == length, previous.typeID == message.typeID else { return (1, delta) }
+        return previous.delta == delta ? (3, delta) : (2, delta)
+    }
+
+    public mutating func encode(_ message: RTMPMessage, into out: inout ByteBuffer) {
         let length = message.payload.readableBytes
-        let extended = message.timestamp >= 0xFFFFFF
+        let (format, timeField) = header(for: message, length: length)
+        let extended = timeField >= 0xFFFFFF
         out.reserveCapacity(out.writerIndex + length + 18 + (length / chunkSize) * 8)
-        writeBasicHeader(format: 0, message.chunkStreamID, into: &out)
-        let timeField = extended ? 0xFFFFFF : message.timestamp
-        writeUInt24(timeField, into: &out)
-        writeUInt24(UInt32(length), into: &out)
-        out.writeInteger(message.typeID)
-        out.writeInteger(message.messageStreamID, endianness: .little)
-        if extended { out.writeInteger(message.timestamp) }
+        writeBasicHeader(format: format, message.chunkStreamID, into: &out)
+        if format <= 2 { writeUInt24(extended ? 0xFFFFFF : timeField, into: &out) }
+        if format <= 1 {
+            writeUInt24(UInt32(length), into: &out)
+            out.writeInteger(message.typeID)
+        }
+        if format == 0 { out.writeInteger(message.messageStreamID, endianness: .little) }
+        if extended { out.writeInteger(timeField) }
+        if compresses(message.chunkStreamID) {
+            sent[message.chunkStreamID] = SentHeader(messageStreamID: message.messageStreamID, typeID: message.typeID,
+                                                     length: length, timestamp: message.timestamp,
+                                                     delta: format == 0 ? nil : timeField)
+        }
 
         var payload = message.payload
         var first = true
         while first || payload.readableBytes > 0 {
             if !first {
                 writeBasicHeader(format: 3, message.chunkStreamID, into: &out)
-                if extended { out.writeInteger(message.timestamp) }
+                if extended { out.writeInteger(timeField) }
             }
             first = false
             var slice = payload.readSlice(length: min(chunkSize, payload.readableBytes))!

@@ -126,8 +126,10 @@ public struct MediaDemuxer: Sendable {
             // NAL units before a sequence header cannot be decoded by anyone.
             guard description.video != nil, !data.isEmpty else { return nil }
             let dts = videoClock.unwrap(timestamp)
-            // A negative composition time would put presentation before decoding, which no muxer accepts.
-            return .packet(MediaPacket(kind: .video, dts: dts, pts: dts + Int64(max(compositionTime, 0)),
+            // Kept as sent, negative too (FLV's composition time is signed 24-bit): RTMP players and
+            // FLV recordings carry it on unchanged; a muxer whose format needs PTS ≥ DTS (MPEG-TS)
+            // places such a frame itself.
+            return .packet(MediaPacket(kind: .video, dts: dts, pts: dts + Int64(compositionTime),
                                        isKeyframe: isKeyframe, data: data))
         case .avcEndOfSequence, .videoInfo, .aacSequenceHeader, .aacRaw:
             return nil

@@ -11,6 +11,23 @@ struct Estuary: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "estuary",
         abstract: "Live media server: RTMP in, HLS out.",
+        discussion: """
+            With no subcommand, estuary runs `estuary serve`. Its common options:
+
+              --rtmp-port <port>             RTMP port; 0 picks a free one (ESTUARY_RTMP_PORT, default 1935)
+              --http-port <port>             HTTP port for HLS, the API, /health (ESTUARY_HTTP_PORT, default 8080)
+              --bind <address>               address to listen on (ESTUARY_BIND, default 0.0.0.0)
+              --data-dir <path>              the server's data (ESTUARY_DATA_DIR, default ./estuary-data)
+              --hls-segment-duration <s>     target segment length (ESTUARY_HLS_SEGMENT_DURATION, default 2)
+              --hls-window <n>               segments in the live playlist (ESTUARY_HLS_WINDOW, default 6)
+              --hls-path <path>              also write HLS to this directory (ESTUARY_HLS_PATH)
+              --stream-key <key=channel>     allow KEY to publish as CHANNEL, repeatable (ESTUARY_STREAM_KEY);
+                                             with no keys anyone may publish, the channel is the stream name
+              --log-level <level>            trace … critical (ESTUARY_LOG_LEVEL, default info)
+
+            Every option has an ESTUARY_<NAME> variable; flags win over the environment.
+            See `estuary serve --help` for all of them (recording, relays, signed URLs, API).
+            """,
         subcommands: [Serve.self, SignURL.self],
         defaultSubcommand: Serve.self)
 }
@@ -106,9 +123,28 @@ struct Serve: AsyncParsableCommand {
     var logLevel: String?
 
     func run() async throws {
+        let configuration = try configuration(environment: ProcessInfo.processInfo.environment)
+        let level = configuration.logLevel
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        let logger = Logger(label: "estuary")
+        let app = try buildApplication(configuration, logger: logger)
+        let group = ServiceGroup(configuration: .init(
+            services: [.init(service: app)], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        try await group.run()
+        logger.info("stopped")
+    }
+
+    /// What these flags and `environment` resolve to: a flag wins over its `ESTUARY_*` variable,
+    /// which wins over the default. Invalid values are a `ValidationError` (usage exit code).
+    func configuration(environment: [String: String]) throws -> EstuaryConfiguration {
+        let secrets = ["streamKey", "playSecret", "apiToken", "relayPush", "relayPull"]
         var flags: [AbsoluteConfigKey: ConfigValue] = [:]
         func flag(_ key: String, _ content: ConfigContent?) {
-            if let content { flags[AbsoluteConfigKey(stringLiteral: "estuary.\(key)")] = ConfigValue(content, isSecret: ["streamKey", "playSecret", "apiToken"].contains(key)) }
+            if let content { flags[AbsoluteConfigKey(stringLiteral: "estuary.\(key)")] = ConfigValue(content, isSecret: secrets.contains(key)) }
         }
         flag("bind", bind.map(ConfigContent.string))
         flag("rtmpPort", rtmpPort.map { .string("\($0)") })
@@ -139,30 +175,18 @@ struct Serve: AsyncParsableCommand {
         flag("recordPath", recordPath.map(ConfigContent.string))
         flag("recordMaxSize", recordMaxSize.map { .string("\($0)") })
         flag("recordMaxDuration", recordMaxDuration.map { .string("\($0)") })
+        // Secrets are redacted wherever the reader logs or describes a value.
         let reader = ConfigReader(providers: [
             InMemoryProvider(name: "flags", values: flags),
-            EnvironmentVariablesProvider(secretsSpecifier: .specific(["ESTUARY_STREAM_KEY", "ESTUARY_PLAY_SECRET", "ESTUARY_API_TOKEN"])),
-            EnvironmentVariablesProvider(secretsSpecifier: .specific(["ESTUARY_STREAM_KEY", "ESTUARY_RELAY_PUSH",
-                                                                     "ESTUARY_RELAY_PULL"])),
+            EnvironmentVariablesProvider(
+                environmentVariables: environment,
+                secretsSpecifier: .specific(["ESTUARY_STREAM_KEY", "ESTUARY_PLAY_SECRET", "ESTUARY_API_TOKEN",
+                                             "ESTUARY_RELAY_PUSH", "ESTUARY_RELAY_PULL"])),
         ])
-        let configuration: EstuaryConfiguration
         do {
-            configuration = try EstuaryConfiguration(reader: reader)
+            return try EstuaryConfiguration(reader: reader)
         } catch {
             throw ValidationError("\(error)")
         }
-
-        let level = configuration.logLevel
-        LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = level
-            return handler
-        }
-        let logger = Logger(label: "estuary")
-        let app = try buildApplication(configuration, logger: logger)
-        let group = ServiceGroup(configuration: .init(
-            services: [.init(service: app)], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
-        try await group.run()
-        logger.info("stopped")
     }
 }

@@ -15,10 +15,27 @@ extension EndToEnd {
             #expect(list.headers["content-type"] == "application/vnd.apple.mpegurl")
             #expect(list.headers["cache-control"] == "no-cache")
             #expect(list.headers["access-control-allow-origin"] == "*")
+            #expect(list.headers["content-length"] == "\(list.body.count)")
+
+            // A browser player's preflight (a Range request is not a simple one) gets what it needs, cacheable.
+            let preflight = try await server.get("/live/web/index.m3u8", headers: [
+                "Origin": "https://player.example", "Access-Control-Request-Method": "GET",
+                "Access-Control-Request-Headers": "range",
+            ], method: "OPTIONS")
+            #expect(preflight.status == 204)
+            #expect(preflight.headers["access-control-allow-origin"] == "*")
+            let methods = Set((preflight.headers["access-control-allow-methods"] ?? "").split(separator: ",").map {
+                $0.trimmingCharacters(in: .whitespaces).uppercased()
+            })
+            #expect(methods.isSuperset(of: ["GET", "HEAD", "OPTIONS"]), "\(methods)")
+            #expect(preflight.headers["access-control-allow-headers"]?.lowercased().contains("range") == true)
+            #expect(preflight.headers["access-control-max-age"] == "7200")
+            #expect(preflight.body.isEmpty)
 
             let uri = try #require(playlist.segments.first?.uri)
-            let segment = try await server.get("/live/web/\(uri)")
+            let segment = try await server.get("/live/web/\(uri)", headers: ["Origin": "https://player.example"])
             #expect(segment.status == 200)
+            #expect(segment.headers["access-control-allow-origin"] == "*")
             #expect(segment.headers["content-type"] == "video/mp2t")
             #expect(segment.headers["cache-control"]?.contains("max-age") == true)
             #expect(segment.headers["content-length"] == "\(segment.body.count)")
@@ -39,13 +56,26 @@ extension EndToEnd {
             #expect(unsatisfiable.status == 416)
 
             #expect(try await server.get("/live/nobody/index.m3u8").status == 404)
+            #expect(try await server.get("/live/nobody/index.m3u8", method: "HEAD").status == 404)
+            #expect(try await server.get("/live/nobody/\(uri)").status == 404)
             #expect(try await server.get("/live/web/999999.ts").status == 404)
+            #expect(try await server.get("/live/web/999999.ts", method: "HEAD").status == 404)
             #expect(try await server.get("/live/web/x.ts").status == 404)
+            #expect(try await server.get("/live/web/-1.ts").status == 404)
             let health = try await server.get("/health")
             #expect(health.status == 200)
             #expect(String(decoding: health.body, as: UTF8.self).contains(#""status":"ok""#))
 
             #expect(try await publisher.wait().status == 0)
+            // Once ended the playlist no longer changes: HEAD gives the GET's headers and length, no body.
+            _ = try await server.waitForPlaylist("web") { $0.ended }
+            let full = try await server.get("/live/web/index.m3u8")
+            let headList = try await server.get("/live/web/index.m3u8", method: "HEAD")
+            #expect(headList.status == 200)
+            #expect(headList.headers["content-type"] == "application/vnd.apple.mpegurl")
+            #expect(headList.headers["cache-control"] == "no-cache")
+            #expect(headList.headers["content-length"] == "\(full.body.count)")
+            #expect(headList.body.isEmpty)
             try await server.stop()
         }
 

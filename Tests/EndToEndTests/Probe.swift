@@ -31,6 +31,7 @@ struct ProbedSegment {
     }
 
     var videoPTS: [Double] { packets(of: "video").compactMap(\.pts).sorted() }
+    var audioPTS: [Double] { packets(of: "audio").compactMap(\.pts).sorted() }
 
     static func probe(_ path: String) async throws -> ProbedSegment {
         let result = try await ChildProcess.run("ffprobe", [

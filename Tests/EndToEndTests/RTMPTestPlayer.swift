@@ -35,7 +35,7 @@ enum StalledPlayer {
         try await connection.setOption(.autoRead, value: false)
 
         var out = ByteBuffer(bytes: [UInt8](repeating: 0, count: ServerHandshake.packetSize))
-        let encoder = ChunkEncoder()
+        var encoder = ChunkEncoder()
         let commands: [[AMF0Value]] = [
             [.string("connect"), .number(1), .object([.init("app", .string("live")),
                                                       .init("tcUrl", .string("rtmp://127.0.0.1/live"))])],

@@ -16,7 +16,8 @@ struct ChunkTests {
         var name: String
         var bytes: [UInt8]
         var messages: [RTMPMessage]
-        /// Our encoder writes only type 0 + type 3 headers; cases in that form also run encode.
+        /// Whether our encoder (with header compression) writes exactly these bytes; interleaving
+        /// and lenient forms only decode.
         var encodes: Bool
         var testDescription: String { name }
     }
@@ -44,7 +45,50 @@ struct ChunkTests {
                 message(8, csid: 4, msid: 1, ts: 121, bytes("BBBB")),
                 message(8, csid: 4, msid: 1, ts: 143, bytes("CCCC")),
                 message(8, csid: 4, msid: 1, ts: 165, bytes("DDDD")),
-             ], encodes: false),
+             ], encodes: true),
+        Case(name: "type 1 with an extended timestamp delta",
+             bytes: bytes("04 000010 000001 08 01000000 AA")
+                 + bytes("44 FFFFFF 000002 09 01000000 BBBB"),
+             messages: [
+                message(8, csid: 4, msid: 1, ts: 0x10, bytes("AA")),
+                message(9, csid: 4, msid: 1, ts: 0x0100_0010, bytes("BBBB")),
+             ], encodes: true),
+        Case(name: "type 2 with an extended timestamp delta, then type 3 starting a message repeats it",
+             bytes: bytes("04 000000 000002 08 01000000 AAAA")
+                 + bytes("84 FFFFFF 01000000 BBBB")
+                 + bytes("C4 01000000 CCCC"),
+             messages: [
+                message(8, csid: 4, msid: 1, ts: 0, bytes("AAAA")),
+                message(8, csid: 4, msid: 1, ts: 0x0100_0000, bytes("BBBB")),
+                message(8, csid: 4, msid: 1, ts: 0x0200_0000, bytes("CCCC")),
+             ], encodes: true),
+        Case(name: "extended deltas on type 2 and type 3 headers, repeated on their continuations",
+             bytes: bytes("04 000000 0000C8 09 01000000") + Array(body200[0..<128]) + bytes("C4") + Array(body200[128...])
+                 + bytes("84 FFFFFF 01000000") + Array(body200[0..<128]) + bytes("C4 01000000") + Array(body200[128...])
+                 + bytes("C4 01000000") + Array(body200[0..<128]) + bytes("C4 01000000") + Array(body200[128...]),
+             messages: [
+                message(9, csid: 4, msid: 1, ts: 0, body200),
+                message(9, csid: 4, msid: 1, ts: 0x0100_0000, body200),
+                message(9, csid: 4, msid: 1, ts: 0x0200_0000, body200),
+             ], encodes: true),
+        Case(name: "type 1 with an extended delta, then a small delta on type 2",
+             bytes: bytes("04 FFFFFF 000001 08 01000000 7FFFFFFF AA")
+                 + bytes("44 FFFFFF 000002 08 01000000 BBBB")
+                 + bytes("84 000021 CCCC"),
+             messages: [
+                message(8, csid: 4, msid: 1, ts: 0x7FFF_FFFF, bytes("AA")),
+                message(8, csid: 4, msid: 1, ts: 0x8100_0000 - 1, bytes("BBBB")),
+                message(8, csid: 4, msid: 1, ts: 0x8100_0020, bytes("CCCC")),
+             ], encodes: true),
+        Case(name: "a new message stream id, a timestamp going back: type 0 again",
+             bytes: bytes("04 000064 000001 08 01000000 AA")
+                 + bytes("04 000064 000001 08 02000000 BB")
+                 + bytes("04 000032 000001 08 02000000 CC"),
+             messages: [
+                message(8, csid: 4, msid: 1, ts: 100, bytes("AA")),
+                message(8, csid: 4, msid: 2, ts: 100, bytes("BB")),
+                message(8, csid: 4, msid: 2, ts: 50, bytes("CC")),
+             ], encodes: true),
         Case(name: "message over two chunks (type 3 continuation)",
              bytes: bytes("04 000000 0000C8 09 01000000") + Array(body200[0..<128]) + bytes("C4") + Array(body200[128...]),
              messages: [message(9, csid: 4, msid: 1, body200)], encodes: true),
@@ -78,11 +122,50 @@ struct ChunkTests {
         }
     }
 
-    @Test("encodes", arguments: cases.filter(\.encodes))
+    @Test("encodes, with header compression", arguments: cases.filter(\.encodes))
     func encodes(_ testCase: Case) {
+        var encoder = ChunkEncoder(headerCompression: .all)
         var output = ByteBuffer()
-        for message in testCase.messages { ChunkEncoder().encode(message, into: &output) }
+        for message in testCase.messages { encoder.encode(message, into: &output) }
         #expect(Array(output.readableBytesView) == testCase.bytes)
+    }
+
+    @Test("without header compression, or on chunk streams it does not cover, every message has a type 0 header",
+          arguments: [ChunkEncoder.HeaderCompression.none, .only([6, 7])])
+    func uncompressed(_ compression: ChunkEncoder.HeaderCompression) throws {
+        let messages = (0..<3).map { message(8, csid: 4, msid: 1, ts: UInt32(100 + 21 * $0), bytes("AABB")) }
+        var encoder = ChunkEncoder(headerCompression: compression)
+        var output = ByteBuffer()
+        for message in messages { encoder.encode(message, into: &output) }
+        #expect(Array(output.readableBytesView) == bytes("04 000064 000002 08 01000000 AABB")
+            + bytes("04 000079 000002 08 01000000 AABB") + bytes("04 00008E 000002 08 01000000 AABB"))
+    }
+
+    @Test("compressed media round-trips through the decoder, byte by byte too, in a fraction of the bytes")
+    func compressedRoundTrip() throws {
+        // 30 fps video on csid 7 and 48 kHz AAC on csid 6, interleaved as a player receives them.
+        var messages: [RTMPMessage] = []
+        for index in 0..<300 {
+            let videoTime = UInt32(index * 1000 / 30)
+            messages.append(message(9, csid: 7, msid: 1, ts: videoTime, (0..<(index % 7 == 0 ? 600 : 90)).map { UInt8(truncatingIfNeeded: $0 &+ index) }))
+            let audioTime = UInt32(index * 1024 * 1000 / 48000)
+            messages.append(message(8, csid: 6, msid: 1, ts: audioTime, [0xAF, 0x01] + [UInt8](repeating: UInt8(index & 0xFF), count: 24)))
+        }
+        var compressed = ChunkEncoder(headerCompression: .only([6, 7]))
+        var plain = ChunkEncoder()
+        var compressedBytes = ByteBuffer()
+        var plainBytes = ByteBuffer()
+        for message in messages {
+            compressed.encode(message, into: &compressedBytes)
+            plain.encode(message, into: &plainBytes)
+        }
+        let results = try decodeThreeWays(Array(compressedBytes.readableBytesView)) { ChunkDecoderBox().decode }
+        for result in results {
+            #expect(result == messages)
+        }
+        // After the first message on each chunk stream a 12-byte header is at most 8 (type 1), mostly 4 or 1.
+        #expect(plainBytes.readableBytes - compressedBytes.readableBytes >= 4 * (messages.count - 2),
+                "\(plainBytes.readableBytes) → \(compressedBytes.readableBytes)")
     }
 
     @Test("Set Chunk Size applies to the chunks that follow it")
@@ -117,7 +200,8 @@ struct ChunkTests {
     @Test("a timestamp of 0xFFFFFF or more is written extended, on every chunk")
     func encodesExtendedOnContinuations() throws {
         var output = ByteBuffer()
-        ChunkEncoder().encode(message(9, csid: 4, msid: 1, ts: 0xFFFFFF, body200), into: &output)
+        var encoder = ChunkEncoder()
+        encoder.encode(message(9, csid: 4, msid: 1, ts: 0xFFFFFF, body200), into: &output)
         #expect(output.getBytes(at: 12, length: 4) == bytes("00FFFFFF"))
         #expect(output.getBytes(at: 16 + 128, length: 5) == bytes("C4 00FFFFFF"))
         var decoder = ChunkDecoder()

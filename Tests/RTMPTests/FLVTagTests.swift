@@ -70,6 +70,22 @@ struct FLVTagTests {
         }
     }
 
+    @Test("the demuxer keeps the composition time as sent, negative too: pts = dts + cts", arguments: [
+        ("000042", Int64(66)), ("000000", 0), ("FFFFDF", -33), ("FFFFFF", -1), ("800000", -0x80_0000), ("7FFFFF", 0x7F_FFFF),
+    ])
+    func compositionTime(cts: String, expected: Int64) throws {
+        var demuxer = MediaDemuxer()
+        _ = try demuxer.video(timestamp: 0, body: buffer(bytes("17 00 000000") + Self.avcC.bytes))
+        let output = try demuxer.video(timestamp: 5000, body: buffer(bytes("27 01 \(cts) 00000001 41")))
+        guard case .packet(let packet) = output else {
+            Issue.record("expected a packet, got \(String(describing: output))")
+            return
+        }
+        #expect(packet.dts == 5000)
+        #expect(packet.pts == 5000 + expected)
+        #expect(packet.compositionTime == expected)
+    }
+
     @Test("the demuxer drops frames before their sequence header and unwraps 32-bit time")
     func demuxer() throws {
         var demuxer = MediaDemuxer()
