@@ -97,7 +97,9 @@ public func buildApplication(_ configuration: EstuaryConfiguration, logger: Logg
                              idleTimeout: .milliseconds(Int64(configuration.idleTimeout * 1000)),
                              playerQueue: .init(maxPackets: configuration.playerQueuePackets, maxBytes: 16 << 20),
                              playerMaxLag: .milliseconds(Int64(configuration.playerMaxLag * 1000)),
-                             sendBufferSize: configuration.rtmpSendBuffer == 0 ? nil : configuration.rtmpSendBuffer),
+                             sendBufferSize: configuration.rtmpSendBuffer == 0 ? nil : configuration.rtmpSendBuffer,
+                             mergedRead: .milliseconds(Int64(configuration.rtmpMergedRead)),
+                             mergedWrite: .milliseconds(Int64(configuration.rtmpMergedWrite))),
         hub: hub, authorizer: authorizer, playAuthorizer: playAccess.rtmp, eventLoopGroup: eventLoops, logger: logger,
         onListening: { rtmpPort.set($0) })
 

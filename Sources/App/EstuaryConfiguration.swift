@@ -29,6 +29,10 @@ public struct EstuaryConfiguration: Sendable, CustomStringConvertible {
     public var playerMaxLag = 15.0
     /// SO_SNDBUF of RTMP connections in bytes (nginx's `listen … sndbuf=`); 0 leaves the kernel's autotuning.
     public var rtmpSendBuffer = 0
+    /// Merged read in milliseconds: a publisher's socket is read at most this often.
+    public var rtmpMergedRead = 100
+    /// Merged write in milliseconds: media goes to each RTMP player at most this often.
+    public var rtmpMergedWrite = 100
     /// HMAC secret of signed play URLs; required when there are private channels.
     public var playSecret: String?
     /// Channels that need a signed URL to watch (RTMP and HLS); `*` makes them all private.
@@ -116,6 +120,8 @@ public struct EstuaryConfiguration: Sendable, CustomStringConvertible {
         playerMaxLag = try number("playerMaxLag", playerMaxLag)
         if config.string(forKey: "threads") != nil { threads = try number("threads", 0) }
         rtmpSendBuffer = try number("rtmpSendBuffer", rtmpSendBuffer)
+        rtmpMergedRead = try number("rtmpMergedRead", rtmpMergedRead)
+        rtmpMergedWrite = try number("rtmpMergedWrite", rtmpMergedWrite)
         playSecret = config.string(forKey: "playSecret", isSecret: true)
         privateChannels = Set(config.stringArray(forKey: "privateChannel", default: []))
         onPlay = config.string(forKey: "onPlay")
@@ -247,6 +253,9 @@ public struct EstuaryConfiguration: Sendable, CustomStringConvertible {
         guard (1...100).contains(hlsWindow) else { throw ConfigurationError.invalid("HLS window must be 1…100 segments") }
         guard rtmpSendBuffer == 0 || (1024...(64 << 20)).contains(rtmpSendBuffer) else {
             throw ConfigurationError.invalid("RTMP send buffer must be 0 (kernel default) or 1 KiB…64 MiB")
+        }
+        guard (0...1000).contains(rtmpMergedRead), (0...1000).contains(rtmpMergedWrite) else {
+            throw ConfigurationError.invalid("RTMP merged read and write must be 0…1000 milliseconds")
         }
         guard threads.map({ (1...256).contains($0) }) ?? true else {
             throw ConfigurationError.invalid("threads must be 1…256")

@@ -25,6 +25,8 @@ public struct BenchRunner: Sendable {
         /// The core servers are pinned to (the generator runs on the others).
         public var serverCPU: Int? = 0
         public var generatorCPU: Int? = 1
+        /// Appended to every Estuary command line (e.g. to compare settings).
+        public var estuaryArguments: [String] = []
         public init(estuaryBinary: String) { self.estuaryBinary = estuaryBinary }
     }
 
@@ -36,7 +38,8 @@ public struct BenchRunner: Sendable {
     public func ingest(_ kind: ServerProcess.Kind, publishers: Int, source: FLVSource, hls: Bool,
                        hlsOnDisk: Bool = false, label: String) async throws -> ServerRun {
         let server = try ServerProcess(kind, options: .init(hls: hls, hlsOnDisk: hlsOnDisk, cpu: settings.serverCPU),
-                                       estuaryBinary: settings.estuaryBinary, estuaryArguments: hls ? [] : ["--hls", "off"])
+                                       estuaryBinary: settings.estuaryBinary,
+                                       estuaryArguments: (hls ? [] : ["--hls", "off"]) + settings.estuaryArguments)
         defer { server.stop() }
         try await server.waitUntilReady()
         let load = RTMPLoad()
@@ -59,7 +62,7 @@ public struct BenchRunner: Sendable {
     /// One publisher of `source` and M RTMP players of it.
     public func fanOut(_ kind: ServerProcess.Kind, players: Int, source: FLVSource) async throws -> ServerRun {
         let server = try ServerProcess(kind, options: .init(cpu: settings.serverCPU),
-                                       estuaryBinary: settings.estuaryBinary, estuaryArguments: ["--hls", "off"])
+                                       estuaryBinary: settings.estuaryBinary, estuaryArguments: ["--hls", "off"] + settings.estuaryArguments)
         defer { server.stop() }
         try await server.waitUntilReady()
         let load = RTMPLoad()
@@ -88,7 +91,7 @@ public struct BenchRunner: Sendable {
     /// fetching a live segment and the playlist.
     public func hls(_ kind: ServerProcess.Kind, source: FLVSource, wrkSeconds: Int, connections: Int) async throws -> ServerRun {
         let server = try ServerProcess(kind, options: .init(hls: true, cpu: settings.serverCPU),
-                                       estuaryBinary: settings.estuaryBinary)
+                                       estuaryBinary: settings.estuaryBinary, estuaryArguments: settings.estuaryArguments)
         defer { server.stop() }
         try await server.waitUntilReady()
         var measurement = ServerRun(scenario: "hls", size: "1 stream", server: kind)

@@ -16,6 +16,7 @@ final class RTMPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
     private let authorizer: any PublishAuthorizer
     private let playAuthorizer: any PlayAuthorizer
     private let connectionID: UInt64
+    private let readPacer: ReadPacer?
     private var logger: Logger
 
     private var handshake = ServerHandshake()
@@ -33,7 +34,8 @@ final class RTMPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
     private var closing = false
 
     init(configuration: RTMPServer.Configuration, hub: StreamHub, authorizer: any PublishAuthorizer,
-         playAuthorizer: any PlayAuthorizer, connectionID: UInt64, logger: Logger) {
+         playAuthorizer: any PlayAuthorizer, readPacer: ReadPacer? = nil, connectionID: UInt64, logger: Logger) {
+        self.readPacer = readPacer
         self.configuration = configuration
         self.hub = hub
         self.authorizer = authorizer
@@ -162,6 +164,7 @@ final class RTMPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
                 let player = RTMPPlayer(channel: context.channel, hub: hub, streamName: channel,
                                         messageStreamID: messageStreamID, chunkSize: encoder.chunkSize,
                                         limits: configuration.playerQueue, maxLag: configuration.playerMaxLag,
+                                        mergedWrite: configuration.mergedWrite,
                                         logger: logger)
                 self.player = player
                 player.start()
@@ -249,6 +252,7 @@ final class RTMPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
             setupTimeout?.cancel()
             logger[metadataKey: "channel"] = "\(publisher.stream.channel)"
             logger.info("publishing")
+            readPacer?.startPacing()
             perform(session.publishAllowed(channel: publisher.stream.channel), context: context)
         case .failure(let rejection):
             perform(session.publishRejected(rejection), context: context)

@@ -27,13 +27,20 @@ public final class RTMPServer: Service, Sendable {
         public var playerMaxLag: TimeAmount
         /// SO_SNDBUF for each connection, as nginx's `listen … sndbuf=`; nil leaves the kernel's autotuning.
         public var sendBufferSize: Int?
+        /// Merged read: a publisher's socket is read at most this often (zero: as data arrives).
+        public var mergedRead: TimeAmount
+        /// Merged write: media is written to a player at most this often (zero: as it arrives).
+        public var mergedWrite: TimeAmount
 
         public init(host: String = "0.0.0.0", port: Int = 1935, handshakeTimeout: TimeAmount = .seconds(10),
                     sessionSetupTimeout: TimeAmount = .seconds(30), idleTimeout: TimeAmount = .seconds(30),
                     maxConnections: Int = 2000, chunkLimits: ChunkDecoder.Limits = .init(),
                     session: ServerSession.Configuration = .init(), nodeID: String = "local",
                     playerQueue: StreamSubscription.Limits = .init(maxPackets: 1024, maxBytes: 16 << 20),
-                    playerMaxLag: TimeAmount = .seconds(15), sendBufferSize: Int? = nil) {
+                    playerMaxLag: TimeAmount = .seconds(15), sendBufferSize: Int? = nil, mergedRead: TimeAmount = .zero,
+                    mergedWrite: TimeAmount = .zero) {
+            self.mergedRead = mergedRead
+            self.mergedWrite = mergedWrite
             self.host = host
             self.port = port
             self.handshakeTimeout = handshakeTimeout
@@ -117,10 +124,13 @@ public final class RTMPServer: Service, Sendable {
             return
         }
         channel.closeFuture.whenComplete { [self] _ in _ = connections.withLock { $0.removeValue(forKey: key) } }
+        let readPacer = ReadPacer(interval: configuration.mergedRead)
         try channel.pipeline.syncOperations.addHandlers([
+            readPacer,
             IdleStateHandler(readTimeout: configuration.idleTimeout),
             RTMPConnectionHandler(configuration: configuration, hub: hub, authorizer: authorizer,
-                                  playAuthorizer: playAuthorizer, connectionID: id, logger: connectionLogger),
+                                  playAuthorizer: playAuthorizer, readPacer: readPacer, connectionID: id,
+                                  logger: connectionLogger),
         ])
     }
 }

@@ -32,6 +32,8 @@ struct EstuaryBench: AsyncParsableCommand {
     var measure = 20
     @Option(help: "Core the servers are pinned to.")
     var serverCPU = 0
+    @Option(help: "Extra arguments for every Estuary server, space-separated (e.g. \"--rtmp-merged-read 100\").")
+    var estuaryArgs = ""
     @Option(help: "Where to write the Markdown report (also printed).")
     var out: String?
     @Option(parsing: .upToNextOption,
@@ -46,6 +48,7 @@ struct EstuaryBench: AsyncParsableCommand {
     func run() async throws {
         var settings = BenchRunner.Settings(estuaryBinary: estuary)
         settings.serverCPU = serverCPU
+        settings.estuaryArguments = estuaryArgs.split(separator: " ").map(String.init)
         settings.generatorCPU = serverCPU == 0 ? 1 : 0
         settings.warmup = .seconds(smoke ? 1 : warmup)
         settings.measure = .seconds(smoke ? 2 : measure)

@@ -93,6 +93,10 @@ struct Serve: AsyncParsableCommand {
     var threads: Int?
     @Option(help: "SO_SNDBUF of RTMP connections in bytes, as nginx's listen sndbuf=; 0 = kernel autotuning. [ESTUARY_RTMP_SEND_BUFFER, default 0]")
     var rtmpSendBuffer: Int?
+    @Option(help: "Merged read: milliseconds between reads of a publisher's socket; fewer wakeups per message, that much more ingest latency. [ESTUARY_RTMP_MERGED_READ, default 100]")
+    var rtmpMergedRead: Int?
+    @Option(help: "Merged write: milliseconds between writes to an RTMP player; fewer syscalls per player, that much more playback latency. [ESTUARY_RTMP_MERGED_WRITE, default 100]")
+    var rtmpMergedWrite: Int?
     @Option(help: "Secret for signed play URLs (?expires=&token=, HMAC-SHA256). [ESTUARY_PLAY_SECRET]")
     var playSecret: String?
     @Option(help: "A channel that needs a signed URL to watch, over RTMP and HLS; * for all (repeatable). [ESTUARY_PRIVATE_CHANNEL, comma-separated]")
@@ -161,6 +165,8 @@ struct Serve: AsyncParsableCommand {
         flag("playerMaxLag", playerMaxLag.map { .string("\($0)") })
         flag("threads", threads.map { .string("\($0)") })
         flag("rtmpSendBuffer", rtmpSendBuffer.map { .string("\($0)") })
+        flag("rtmpMergedRead", rtmpMergedRead.map { .string("\($0)") })
+        flag("rtmpMergedWrite", rtmpMergedWrite.map { .string("\($0)") })
         flag("playSecret", playSecret.map(ConfigContent.string))
         flag("privateChannel", privateChannel.isEmpty ? nil : .stringArray(privateChannel))
         flag("onPlay", onPlay.map(ConfigContent.string))
