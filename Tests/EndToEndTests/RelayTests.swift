@@ -93,6 +93,33 @@ extension EndToEnd {
             try await upstream.stop()
         }
 
+        @Test("a live/* push sends each channel published in app live upstream under its own name, and no other app's")
+        func pushPerApplication() async throws {
+            let upstream = try await TestServer()
+            let origin = try await TestServer {
+                Self.fastRetries(&$0)
+                $0.relayPush = [.init(channel: "live/*", url: "rtmp://127.0.0.1:\(upstream.rtmpPort)/live")]
+            }
+            let inLive = try Self.publisher("av-long.flv", to: origin.rtmpURL("cam"))
+            let inStudio = try Self.publisher("av-long.flv", to: origin.rtmpURL("desk", app: "studio"))
+            try await Self.waitUntil("cam to be pushed upstream") {
+                upstream.app.hub.stream(channel: "cam")?.statistics.videoPackets ?? 0 >= 30
+            }
+            try await Self.waitUntil("desk to be live on the origin") {
+                origin.app.hub.stream(channel: "desk")?.statistics.videoPackets ?? 0 >= 30
+            }
+            #expect(origin.app.hub.stream(channel: "desk")?.app == "studio")
+            #expect(origin.app.relay.targets(channel: "cam").map(\.state) == [.publishing])
+            #expect(origin.app.relay.targets(channel: "desk").isEmpty, "studio is not pushed")
+            #expect(upstream.app.hub.stream(channel: "desk") == nil)
+            for publisher in [inLive, inStudio] {
+                publisher.kill()
+                _ = try await publisher.wait()
+            }
+            try await origin.stop()
+            try await upstream.stop()
+        }
+
         @Test("the relay API adds, lists and removes pushes; bad URLs get 400 with a JSON error")
         func api() async throws {
             let server = try await TestServer()
