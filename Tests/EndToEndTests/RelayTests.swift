@@ -82,6 +82,21 @@ extension EndToEnd {
             #expect(body.contains(#""state":"publishing""#), "\(body)")
             #expect(!body.contains(key))
 
+            // And inside the channel's status document, next to its stream and recordings.
+            let document = try await origin.get("/api/v1/streams/show")
+            #expect(!String(decoding: document.body, as: UTF8.self).contains(key))
+            let channelStatus = try EndToEnd.StreamsAPI.json(document.body)
+            #expect(channelStatus["live"] as? Bool == true)
+            let relays = try #require(channelStatus["relays"] as? [[String: Any]], "\(channelStatus)")
+            #expect(relays.count == 1, "\(relays)")
+            let relay = try #require(relays.first)
+            #expect(relay["direction"] as? String == "push")
+            #expect(relay["channel"] as? String == "show")
+            #expect(relay["state"] as? String == "publishing")
+            #expect(relay["url"] as? String == "rtmp://127.0.0.1:\(upstream.rtmpPort)/live/\(RTMPURLMask.mask(key))")
+            #expect((relay["bytesSent"] as? Int ?? 0) > 50_000, "\(relay)")
+            #expect(relay["connectedSince"] is String && relay["reconnects"] as? Int == 0)
+
             // The publisher stops: the push unpublishes and the upstream's channel ends with it.
             publisher.kill()
             _ = try await publisher.wait()
