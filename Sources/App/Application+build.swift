@@ -73,6 +73,13 @@ public struct EstuaryApplication: Service, CustomStringConvertible {
 public func buildApplication(_ configuration: EstuaryConfiguration, logger: Logger,
                              onRecordDone: @escaping @Sendable (RecordingDone) async -> Void = { _ in })
     throws -> EstuaryApplication {
+    try buildApplication(configuration, logger: logger, onRecordDone: onRecordDone, makeRecorder: nil)
+}
+
+/// `buildApplication` with recording files opened by `makeRecorder` (tests make them fail).
+package func buildApplication(_ configuration: EstuaryConfiguration, logger: Logger,
+                              onRecordDone: @escaping @Sendable (RecordingDone) async -> Void,
+                              makeRecorder: RecordingService.RecorderFactory?) throws -> EstuaryApplication {
     let hub = StreamHub(registry: MemoryRegistry(), logger: logger)
     let eventLoops = EventLoops.group(threads: configuration.threads ?? EventLoops.availableCPUs)
     let segments = SegmentStore(retainedAfterWindow: configuration.hlsWindow)
@@ -121,7 +128,7 @@ public func buildApplication(_ configuration: EstuaryConfiguration, logger: Logg
             if let notify, let url = configuration.onRecordDone {
                 await OnRecordDoneHook(url: url, client: notify).call(done)
             }
-        })
+        }, makeRecorder: makeRecorder)
 
     var relayConfiguration = configuration.relay
     relayConfiguration.pull.idleTimeout = .milliseconds(Int64(configuration.relayPullIdle * 1000))

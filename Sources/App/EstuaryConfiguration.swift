@@ -191,16 +191,16 @@ public struct EstuaryConfiguration: Sendable, CustomStringConvertible {
         return "--\(words.joined(separator: "-")) (ESTUARY_\(words.joined(separator: "_").uppercased()))"
     }
 
-    /// `CHANNEL=URL`, `*=URL`.
+    /// `CHANNEL=URL`, `*=URL`, `APP/*=URL`.
     private mutating func addRelayPush(_ entry: String) throws {
         guard let equals = entry.firstIndex(of: "=") else {
-            throw ConfigurationError.invalid("relay push must be CHANNEL=URL (or *=URL for every channel)")
+            throw ConfigurationError.invalid("relay push must be CHANNEL=URL (or *=URL for every channel, APP/*=URL for an application's)")
         }
         let push = RelayPushEntry(channel: String(entry[..<equals]), url: String(entry[entry.index(after: equals)...]))
-        guard push.channel == RelayPushEntry.everyChannel || StaticKeyAuthorizer.isValidChannelName(push.channel) else {
-            throw ConfigurationError.invalid("relay push channel '\(push.channel)' is not a channel name or *")
+        guard push.scope != nil else {
+            throw ConfigurationError.invalid("relay push channel '\(push.channel)' is not a channel name, * or APP/*")
         }
-        guard push.url(for: push.channel == "*" ? "channel" : push.channel) != nil else {
+        guard push.url(for: push.isPattern ? "channel" : push.channel) != nil else {
             throw ConfigurationError.invalid("relay push for \(push.channel): \(RelayService.urlProblem(push.url))")
         }
         relayPush.append(push)

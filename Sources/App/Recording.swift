@@ -1,6 +1,6 @@
 public import struct Foundation.Date
 public import Logging
-import MediaCore
+package import MediaCore
 import NIOPosix
 public import Packaging
 public import ServiceLifecycle
@@ -96,21 +96,33 @@ public final class RecordingService: Service, Sendable {
         var shuttingDown = false
     }
 
+    /// Opens each recording file in place of the format's recorder: the seam tests use to make
+    /// writes fail (a disk filling up) without a full disk.
+    package typealias RecorderFactory = @Sendable (_ path: String, StreamDescription, StreamMetadata)
+        throws(RecordingError) -> any MediaRecorder
+
     public let configuration: Configuration
     private let hub: StreamHub
     private let logger: Logger
     private let onRecordDone: @Sendable (RecordingDone) async -> Void
+    private let makeRecorder: RecorderFactory?
     private let state = Mutex(State())
     private let pool: NIOThreadPool
     private let done: (stream: AsyncStream<RecordingDone>, continuation: AsyncStream<RecordingDone>.Continuation)
     private static let historyLimit = 50
 
-    public init(hub: StreamHub, configuration: Configuration, logger: Logger,
-                onRecordDone: @escaping @Sendable (RecordingDone) async -> Void = { _ in }) {
+    public convenience init(hub: StreamHub, configuration: Configuration, logger: Logger,
+                            onRecordDone: @escaping @Sendable (RecordingDone) async -> Void = { _ in }) {
+        self.init(hub: hub, configuration: configuration, logger: logger, onRecordDone: onRecordDone, makeRecorder: nil)
+    }
+
+    package init(hub: StreamHub, configuration: Configuration, logger: Logger,
+                 onRecordDone: @escaping @Sendable (RecordingDone) async -> Void, makeRecorder: RecorderFactory?) {
         self.hub = hub
         self.configuration = configuration
         self.logger = logger
         self.onRecordDone = onRecordDone
+        self.makeRecorder = makeRecorder
         pool = NIOThreadPool(numberOfThreads: 2)
         pool.start()
         done = AsyncStream.makeStream(of: RecordingDone.self)
@@ -193,8 +205,8 @@ public final class RecordingService: Service, Sendable {
                 let id = state.nextID
                 let job = RecordingJob(
                     channel: stream.channel, app: stream.app,
-                    recorder: SplittingRecorder(directory: configuration.directory, channel: stream.channel,
-                                                format: format, limits: configuration.limits),
+                    recorder: Self.recorder(configuration, channel: stream.channel, format: format,
+                                            makeRecorder: makeRecorder),
                     subscription: stream.subscribe(limits: .init(maxPackets: 8192, maxBytes: 256 << 20)))
                 state.jobs[id] = job
                 state.tasks[id] = Task { [self] in
@@ -213,6 +225,20 @@ public final class RecordingService: Service, Sendable {
             }
             return true
         }
+    }
+
+    /// A job's recorder, made from Sendable parts only so it can move into the job.
+    private static func recorder(_ configuration: Configuration, channel: String, format: RecordingFormat,
+                                 makeRecorder: RecorderFactory?) -> sending SplittingRecorder {
+        guard let makeRecorder else {
+            return SplittingRecorder(directory: configuration.directory, channel: channel, format: format,
+                                     limits: configuration.limits)
+        }
+        return SplittingRecorder(directory: configuration.directory, channel: channel, format: format,
+                                 limits: configuration.limits, now: Date.init,
+                                 makeRecorder: { path, description, metadata throws(RecordingError) in
+                                     try makeRecorder(path, description, metadata)
+                                 })
     }
 
     /// Feeds the subscription into the job's recorder until the publish ends, the job is stopped

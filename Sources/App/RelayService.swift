@@ -4,25 +4,60 @@ public import ServiceLifecycle
 public import StreamHub
 import Synchronization
 
-/// A configured push: `channel` (or `*`, every channel) to an upstream URL.
+/// A configured push: `channel`, `*` (every channel) or `app/*` (every channel published in the
+/// RTMP application `app`) to an upstream URL.
 ///
-/// The URL may hold `{channel}`, replaced by the channel's name; a `*` target
-/// without a stream name (`rtmp://host/app`) publishes each channel under its
-/// own name.
+/// The URL may hold `{channel}`, replaced by the channel's name; a `*` or `app/*` target without a
+/// stream name (`rtmp://host/app`) publishes each channel under its own name.
 public struct RelayPushEntry: Sendable, Equatable {
     public static let everyChannel = "*"
     public var channel: String
     public var url: String
+
+    /// Which channels an entry pushes.
+    public enum Scope: Sendable, Equatable {
+        case channel(String)
+        case everyChannel
+        /// Every channel published in this RTMP application (`rtmp://host/<app>/<key>`).
+        case application(String)
+    }
 
     public init(channel: String, url: String) {
         self.channel = channel
         self.url = url
     }
 
+    /// What `channel` names, or nil when it is neither a channel name, `*`, nor `app/*`.
+    public var scope: Scope? {
+        if channel == Self.everyChannel { return .everyChannel }
+        if channel.hasSuffix("/*") {
+            let app = String(channel.dropLast(2))
+            return StaticKeyAuthorizer.isValidChannelName(app) ? .application(app) : nil
+        }
+        return StaticKeyAuthorizer.isValidChannelName(channel) ? .channel(channel) : nil
+    }
+
+    /// `*` or `app/*`: a push made for each matching channel when it goes live.
+    public var isPattern: Bool {
+        switch scope {
+        case .everyChannel, .application: true
+        case .channel, nil: false
+        }
+    }
+
+    /// Whether a pattern entry pushes a channel published in `app`.
+    public func matches(app: String) -> Bool {
+        switch scope {
+        case .everyChannel: true
+        case .application(let name): name == app
+        case .channel, nil: false
+        }
+    }
+
     /// The upstream URL for `channel`, or nil when the template does not make a valid one.
     public func url(for channel: String) -> RTMPURL? {
         var text = url.replacing("{channel}", with: channel)
-        if RTMPURL(text) == nil, self.channel == Self.everyChannel {
+        if RTMPURL(text) == nil, isPattern {
             text += text.hasSuffix("/") ? channel : "/\(channel)"
         }
         return RTMPURL(text)
@@ -74,7 +109,7 @@ public final class RelayService: Service, Sendable, CustomStringConvertible {
     }
 
     private struct State {
-        /// `*` targets; a client per channel is made when the channel goes live.
+        /// `*` and `app/*` targets; a client per channel is made when a matching channel goes live.
         var wildcards: [RelayPushEntry] = []
         var pushes: [PushKey: Running<RTMPPushClient>] = [:]
         var pulls: [String: Running<RTMPPullClient>] = [:]
@@ -92,7 +127,7 @@ public final class RelayService: Service, Sendable, CustomStringConvertible {
         self.configuration = configuration
         self.logger = logger
         for entry in pushes {
-            if entry.channel == RelayPushEntry.everyChannel {
+            if entry.isPattern {
                 guard entry.url(for: "channel") != nil else { throw .invalidURL(Self.urlProblem(entry.url)) }
                 state.withLock { $0.wildcards.append(entry) }
             } else {
@@ -106,7 +141,7 @@ public final class RelayService: Service, Sendable, CustomStringConvertible {
                                         configuration: configuration.pull)
             state.withLock { $0.pulls[entry.channel] = Running(client: client) }
         }
-        hub.observe { [weak self] stream in self?.channelStarted(stream.channel) }
+        hub.observe { [weak self] stream in self?.channelStarted(stream.channel, app: stream.app) }
         hub.onDemand { [weak self] channel in self?.demanded(channel) }
     }
 
@@ -119,7 +154,7 @@ public final class RelayService: Service, Sendable, CustomStringConvertible {
         return "URL must be rtmp://host[:port]/app/stream with a valid host and port"
     }
 
-    /// Statuses of the relays of `channel`: its pushes (explicit, and `*` ones once it has been live), and its pull.
+    /// Statuses of the relays of `channel`: its pushes (explicit, and `*`/`app/*` ones once it has been live), and its pull.
     public func targets(channel: String) -> [RelayTargetStatus] {
         let (pushes, pull) = state.withLock { state in
             (state.pushes.filter { $0.key.channel == channel }.sorted { $0.key.url < $1.key.url }.map(\.value.client),
@@ -159,9 +194,9 @@ public final class RelayService: Service, Sendable, CustomStringConvertible {
         return true
     }
 
-    private func channelStarted(_ channel: String) {
+    private func channelStarted(_ channel: String, app: String) {
         let wildcards = state.withLock { $0.wildcards }
-        for entry in wildcards {
+        for entry in wildcards where entry.matches(app: app) {
             guard let url = entry.url(for: channel) else { continue }
             _ = addPush(channel: channel, key: PushKey(channel: channel, url: entry.url), url: url)
         }

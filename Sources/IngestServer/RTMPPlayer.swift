@@ -146,10 +146,15 @@ final class PlayerPump: @unchecked Sendable, LoopTickerClient {
         subscription.setReadableHandler { [self] in scheduleDrain() }
     }
 
-    /// Ends delivery now (closeStream, deleteStream, a new play): what is still queued is not sent.
+    /// Ends delivery now (closeStream, deleteStream, a new play): what is still queued is not sent,
+    /// not even by a drain scheduled before this call.
     func stop() {
         stopRequested.store(true, ordering: .releasing)
-        eventLoop.execute { self.finish(alive: self.channel.isActive) }
+        if eventLoop.inEventLoop {
+            finish(alive: channel.isActive)
+        } else {
+            eventLoop.execute { self.finish(alive: self.channel.isActive) }
+        }
     }
 
     /// Drains on a later turn of the loop: never recursively from a write that completed at once,
@@ -174,6 +179,7 @@ final class PlayerPump: @unchecked Sendable, LoopTickerClient {
     private func drain() {
         drainScheduled.store(false, ordering: .releasing)
         guard continuation != nil, writeStartedAt == nil else { return }
+        guard !stopRequested.load(ordering: .acquiring) else { return finish(alive: channel.isActive) }
         switch subscription.poll() {
         case .empty:
             return

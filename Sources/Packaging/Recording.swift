@@ -5,7 +5,7 @@ import Musl
 #elseif canImport(Darwin)
 import Darwin
 #endif
-import MediaCore
+package import MediaCore
 public import struct Foundation.Date
 
 /// The container a recording is written in.
@@ -82,7 +82,7 @@ public enum RecordingError: Error, CustomStringConvertible, Equatable, Sendable 
 }
 
 /// One recorder writing one file; what `SplittingRecorder` drives.
-protocol MediaRecorder: AnyObject {
+package protocol MediaRecorder: AnyObject {
     var path: String { get }
     /// Bytes in the file so far.
     var bytesWritten: Int64 { get }

@@ -39,7 +39,8 @@ public final class SplittingRecorder {
     public let limits: RecordingLimits
     private let now: () -> Date
     /// Opens one file; tests substitute recorders that fail on purpose.
-    typealias RecorderFactory = (_ path: String, StreamDescription, StreamMetadata) throws(RecordingError) -> any MediaRecorder
+    package typealias RecorderFactory = (_ path: String, StreamDescription, StreamMetadata) throws(RecordingError)
+        -> any MediaRecorder
     private let makeRecorder: RecorderFactory?
 
     private var description: StreamDescription?
@@ -70,8 +71,9 @@ public final class SplittingRecorder {
         self.init(directory: directory, channel: channel, format: format, limits: limits, now: now, makeRecorder: nil)
     }
 
-    init(directory: String, channel: String, format: RecordingFormat, limits: RecordingLimits,
-         now: @escaping () -> Date, makeRecorder: RecorderFactory?) {
+    /// `makeRecorder` opens each file instead of the format's recorder (tests make writes fail with it).
+    package init(directory: String, channel: String, format: RecordingFormat, limits: RecordingLimits,
+                 now: @escaping () -> Date, makeRecorder: RecorderFactory?) {
         self.directory = directory
         self.channel = channel
         self.format = format

@@ -7,7 +7,9 @@ import NIOCore
 /// Each player's time starts near zero at its first packet and never goes
 /// back, across a republish too (the next stream continues where the last
 /// ended). Audio and video can be switched off (`receiveAudio`/`receiveVideo`)
-/// and the whole flow paused; video resumes on a keyframe.
+/// and the whole flow paused. Video (re)starts on a keyframe; at the start, after a
+/// republish and after a pause, audio waits for that keyframe so both begin together,
+/// while switching video back on leaves audio flowing.
 public struct PlaybackMuxer: Sendable {
     public static let dataChunkStream: ChunkStreamID = 5
     public static let audioChunkStream: ChunkStreamID = 6
@@ -21,13 +23,22 @@ public struct PlaybackMuxer: Sendable {
     /// Per track: each track's time must not go back (across tracks they interleave freely).
     private var lastTimestamps: [MediaKind: Int64] = [:]
     private var lastTimestamp: Int64 { lastTimestamps.values.max() ?? 0 }
+    /// The next video packet sent must be a keyframe.
     private var needsKeyframe = true
+    /// Media is flowing to the player; until then (at the start, after a republish or a pause)
+    /// audio waits for the first video keyframe.
+    private var flowing = false
     public var receivesAudio = true
     public var receivesVideo = true {
         didSet { if receivesVideo, !oldValue { needsKeyframe = true } }
     }
     public var isPaused = false {
-        didSet { if !isPaused, oldValue { needsKeyframe = true } }
+        didSet {
+            if !isPaused, oldValue {
+                needsKeyframe = true
+                flowing = false
+            }
+        }
     }
 
     public init(messageStreamID: MessageStreamID) {
@@ -40,6 +51,7 @@ public struct PlaybackMuxer: Sendable {
         timelineStart = lastTimestamp + 1
         lastTimestamps = lastTimestamps.mapValues { _ in timelineStart }
         needsKeyframe = true
+        flowing = false
         description = nil
     }
 
@@ -83,8 +95,9 @@ public struct PlaybackMuxer: Sendable {
         case .audio:
             guard receivesAudio else { return nil }
             // With video, audio starts with the first keyframe so both begin together.
-            if needsKeyframe, description?.video != nil, receivesVideo { return nil }
+            if !flowing, description?.video != nil, receivesVideo { return nil }
         }
+        flowing = true
         if origin == nil { origin = packet.dts }
         let time = max(timelineStart + packet.dts - (origin ?? packet.dts), lastTimestamps[packet.kind] ?? 0)
         lastTimestamps[packet.kind] = time

@@ -56,8 +56,12 @@ public final class LiveStream: Sendable {
         }
     }
 
-    /// Subscribes a consumer. It first receives the codec description, metadata and
+    /// Subscribes a consumer. It first receives the metadata, the codec description and
     /// the cached GOP, then live events. Returns a finished subscription if the stream ended.
+    ///
+    /// Metadata comes before the codec setup as a publisher sends them (`@setDataFrame`, then the
+    /// sequence headers) and as nginx-rtmp replays them to a player: `onMetaData`, then the
+    /// sequence headers, then media.
     public func subscribe(limits: StreamSubscription.Limits = .init()) -> StreamSubscription {
         state.withLock { state in
             let id = state.nextSubscriberID
@@ -69,8 +73,8 @@ public final class LiveStream: Sendable {
                 subscription.finish()
                 return subscription
             }
-            if let description = state.description { subscription.enqueue(.description(description)) }
             if let metadata = state.metadata { subscription.enqueue(.metadata(metadata)) }
+            if let description = state.description { subscription.enqueue(.description(description)) }
             for packet in state.gop { subscription.enqueue(.packet(packet)) }
             state.subscribers[id] = subscription
             return subscription

@@ -117,7 +117,7 @@ struct Serve: AsyncParsableCommand {
     var recordMaxSize: Int64?
     @Option(help: "Start a new recording file at the first keyframe past this many seconds; 0 = no limit. [ESTUARY_RECORD_MAX_DURATION, default 0]")
     var recordMaxDuration: Double?
-    @Option(help: "Push CHANNEL to an upstream RTMP URL (repeatable; * = every channel, {channel} in the URL is replaced). [ESTUARY_RELAY_PUSH, comma-separated]")
+    @Option(help: "Push CHANNEL to an upstream RTMP URL (repeatable; * = every channel, APP/* = every channel published in APP, {channel} in the URL is replaced). [ESTUARY_RELAY_PUSH, comma-separated]")
     var relayPush: [String] = []
     @Option(help: "Pull a remote RTMP URL into CHANNEL when a player asks, or all the time with ,always (repeatable). [ESTUARY_RELAY_PULL]")
     var relayPull: [String] = []

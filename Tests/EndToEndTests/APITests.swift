@@ -32,6 +32,7 @@ extension EndToEnd {
             #expect(one["live"] as? Bool == true)
             #expect((one["stream"] as? [String: Any])?["channel"] as? String == "api")
             #expect((one["recordings"] as? [Any])?.isEmpty == true, "recording is off: \(one)")
+            #expect((one["relays"] as? [Any])?.isEmpty == true, "no relays configured: \(one)")
             let offline = try await server.get("/api/v1/streams/nobody")
             #expect(offline.status == 200)
             #expect(try Self.json(offline.body)["live"] as? Bool == false)

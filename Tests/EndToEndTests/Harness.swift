@@ -54,7 +54,12 @@ final class TestServer: Sendable {
     private let group: ServiceGroup
     private let task: Task<Void, any Error>
 
-    init(configure: (inout EstuaryConfiguration) -> Void = { _ in }) async throws {
+    convenience init(configure: (inout EstuaryConfiguration) -> Void = { _ in }) async throws {
+        try await self.init(makeRecorder: nil, configure: configure)
+    }
+
+    /// `makeRecorder` opens recording files in place of the real recorders (to make them fail).
+    init(makeRecorder: RecordingService.RecorderFactory?, configure: (inout EstuaryConfiguration) -> Void) async throws {
         dataDirectory = FileManager.default.temporaryDirectory.appendingPathComponent("estuary-test-\(UUID().uuidString)")
         var configuration = EstuaryConfiguration()
         configuration.bind = "127.0.0.1"
@@ -65,7 +70,7 @@ final class TestServer: Sendable {
         configure(&configuration)
         let capture = logs
         let logger = Logger(label: "estuary-test") { _ in LogCapture.Handler(capture: capture) }
-        app = try buildApplication(configuration, logger: logger)
+        app = try buildApplication(configuration, logger: logger, onRecordDone: { _ in }, makeRecorder: makeRecorder)
         let group = ServiceGroup(configuration: .init(services: [.init(service: app)], logger: logger))
         self.group = group
         task = Task { try await group.run() }

@@ -82,6 +82,21 @@ extension EndToEnd {
             #expect(body.contains(#""state":"publishing""#), "\(body)")
             #expect(!body.contains(key))
 
+            // And inside the channel's status document, next to its stream and recordings.
+            let document = try await origin.get("/api/v1/streams/show")
+            #expect(!String(decoding: document.body, as: UTF8.self).contains(key))
+            let channelStatus = try EndToEnd.StreamsAPI.json(document.body)
+            #expect(channelStatus["live"] as? Bool == true)
+            let relays = try #require(channelStatus["relays"] as? [[String: Any]], "\(channelStatus)")
+            #expect(relays.count == 1, "\(relays)")
+            let relay = try #require(relays.first)
+            #expect(relay["direction"] as? String == "push")
+            #expect(relay["channel"] as? String == "show")
+            #expect(relay["state"] as? String == "publishing")
+            #expect(relay["url"] as? String == "rtmp://127.0.0.1:\(upstream.rtmpPort)/live/\(RTMPURLMask.mask(key))")
+            #expect((relay["bytesSent"] as? Int ?? 0) > 50_000, "\(relay)")
+            #expect(relay["connectedSince"] is String && relay["reconnects"] as? Int == 0)
+
             // The publisher stops: the push unpublishes and the upstream's channel ends with it.
             publisher.kill()
             _ = try await publisher.wait()
@@ -89,6 +104,33 @@ extension EndToEnd {
             try await Self.waitUntil("the upstream channel to end") { upstream.app.hub.stream(channel: "simulcast") == nil }
             #expect(origin.logs.contains("relay publishing"))
             #expect(!origin.logs.all.contains { $0.contains(key) }, "the stream key appeared in the origin's log")
+            try await origin.stop()
+            try await upstream.stop()
+        }
+
+        @Test("a live/* push sends each channel published in app live upstream under its own name, and no other app's")
+        func pushPerApplication() async throws {
+            let upstream = try await TestServer()
+            let origin = try await TestServer {
+                Self.fastRetries(&$0)
+                $0.relayPush = [.init(channel: "live/*", url: "rtmp://127.0.0.1:\(upstream.rtmpPort)/live")]
+            }
+            let inLive = try Self.publisher("av-long.flv", to: origin.rtmpURL("cam"))
+            let inStudio = try Self.publisher("av-long.flv", to: origin.rtmpURL("desk", app: "studio"))
+            try await Self.waitUntil("cam to be pushed upstream") {
+                upstream.app.hub.stream(channel: "cam")?.statistics.videoPackets ?? 0 >= 30
+            }
+            try await Self.waitUntil("desk to be live on the origin") {
+                origin.app.hub.stream(channel: "desk")?.statistics.videoPackets ?? 0 >= 30
+            }
+            #expect(origin.app.hub.stream(channel: "desk")?.app == "studio")
+            #expect(origin.app.relay.targets(channel: "cam").map(\.state) == [.publishing])
+            #expect(origin.app.relay.targets(channel: "desk").isEmpty, "studio is not pushed")
+            #expect(upstream.app.hub.stream(channel: "desk") == nil)
+            for publisher in [inLive, inStudio] {
+                publisher.kill()
+                _ = try await publisher.wait()
+            }
             try await origin.stop()
             try await upstream.stop()
         }

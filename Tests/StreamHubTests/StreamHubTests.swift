@@ -64,6 +64,23 @@ struct StreamHubTests {
                            .packet(video(99)), .packet(video(132))])
     }
 
+    @Test("a late subscriber gets the metadata before the codec setup (onMetaData, then sequence headers), then the GOP")
+    func metadataBeforeDescription() async throws {
+        let hub = StreamHub()
+        let publisher = try await hub.startPublishing(channel: "c", app: "live")
+        let metadata = StreamMetadata(properties: [.init("width", .number(1280)), .init("encoder", .string("obs"))])
+        // Whatever order the publisher sent them in, a subscriber that joins later gets metadata first.
+        publisher.setDescription(description)
+        publisher.setMetadata(metadata)
+        publisher.send(video(0, key: true))
+        publisher.send(audio(10))
+        let subscription = publisher.stream.subscribe()
+        await publisher.finish()
+        var events: [StreamEvent] = []
+        for await event in subscription { events.append(event) }
+        #expect(events == [.metadata(metadata), .description(description), .packet(video(0, key: true)), .packet(audio(10))])
+    }
+
     @Test("a slow consumer drops to the next keyframe; the publisher and a fast consumer lose nothing")
     func slowConsumer() async throws {
         let hub = StreamHub()
