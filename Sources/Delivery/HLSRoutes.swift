@@ -46,7 +46,7 @@ public struct HLSRoutes<Context: RequestContext>: Sendable {
             let name = try context.parameters.require("segment")
             _ = try check(channel, request)
             guard name.hasSuffix(".ts"), let sequence = Int(name.dropLast(3)), sequence >= 0,
-                  let data = store.segment(channel: channel, sequence: sequence)
+                  let data = store.segmentBuffer(channel: channel, sequence: sequence)
             else {
                 throw HTTPError(.notFound, message: "no segment \(name) on channel \(channel)")
             }
@@ -74,19 +74,20 @@ extension HLSRoutes {
 
 /// Single-range `Range: bytes=…` support (RFC 9110 §14) for in-memory bodies.
 enum ByteRange {
-    static func respond(to request: Request, data: [UInt8], headers: HTTPFields) -> Response {
+    static func respond(to request: Request, data: ByteBuffer, headers: HTTPFields) -> Response {
         var headers = headers
         headers[.acceptRanges] = "bytes"
         guard let header = request.headers[.range] else {
-            return Response(status: .ok, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(bytes: data)))
+            return Response(status: .ok, headers: headers, body: ResponseBody(byteBuffer: data))
         }
-        guard let range = parse(header, length: data.count) else {
-            headers[.contentRange] = "bytes */\(data.count)"
+        let length = data.readableBytes
+        guard let range = parse(header, length: length),
+              let slice = data.getSlice(at: data.readerIndex + range.lowerBound, length: range.count) else {
+            headers[.contentRange] = "bytes */\(length)"
             return Response(status: .rangeNotSatisfiable, headers: headers)
         }
-        headers[.contentRange] = "bytes \(range.lowerBound)-\(range.upperBound - 1)/\(data.count)"
-        return Response(status: .partialContent, headers: headers,
-                        body: ResponseBody(byteBuffer: ByteBuffer(bytes: data[range])))
+        headers[.contentRange] = "bytes \(range.lowerBound)-\(range.upperBound - 1)/\(length)"
+        return Response(status: .partialContent, headers: headers, body: ResponseBody(byteBuffer: slice))
     }
 
     /// `bytes=a-b`, `bytes=a-` or `bytes=-n`; nil when unsatisfiable or not a single range.

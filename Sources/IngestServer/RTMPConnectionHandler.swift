@@ -252,7 +252,7 @@ final class RTMPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
             setupTimeout?.cancel()
             logger[metadataKey: "channel"] = "\(publisher.stream.channel)"
             logger.info("publishing")
-            readPacer?.startPacing()
+            readPacer?.startPacing(after: configuration.mergedReadStartsAfter)
             perform(session.publishAllowed(channel: publisher.stream.channel), context: context)
         case .failure(let rejection):
             perform(session.publishRejected(rejection), context: context)

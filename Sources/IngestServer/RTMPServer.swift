@@ -29,6 +29,8 @@ public final class RTMPServer: Service, Sendable {
         public var sendBufferSize: Int?
         /// Merged read: a publisher's socket is read at most this often (zero: as data arrives).
         public var mergedRead: TimeAmount
+        /// How long into a publish merged reading begins (its first segment is not held back).
+        public var mergedReadStartsAfter: TimeAmount = .seconds(5)
         /// Merged write: media is written to a player at most this often (zero: as it arrives).
         public var mergedWrite: TimeAmount
 

@@ -38,6 +38,14 @@ final class ReadPacer: ChannelOutboundHandler, RemovableChannelHandler, LoopTick
         ticker = LoopTicker.on(context.eventLoop, interval: interval)
     }
 
+    /// Paces from `delay` on: the first seconds of a publish are read as they arrive, so its first
+    /// HLS segment and first players are not held back (start-up time is what viewers notice).
+    func startPacing(after delay: TimeAmount) {
+        guard interval > .zero, let context else { return }
+        let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        context.eventLoop.scheduleTask(in: delay) { bound.value.startPacing() }
+    }
+
     func read(context: ChannelHandlerContext) {
         guard let ticker else { return context.read() }
         guard !readDeferred else { return }

@@ -1,3 +1,4 @@
+public import NIOCore
 import Synchronization
 
 /// Live HLS playlists and segments in memory, per channel, for the HTTP routes.
@@ -13,7 +14,8 @@ public final class SegmentStore: Sendable {
     private struct Channel {
         var playlist: MediaPlaylist
         var renderedPlaylist: String
-        var segments: [Int: [UInt8]] = [:]
+        /// ByteBuffers: HTTP responses share the bytes instead of copying a segment per request.
+        var segments: [Int: ByteBuffer] = [:]
         var retired: [Int] = []
     }
 
@@ -30,6 +32,11 @@ public final class SegmentStore: Sendable {
     }
 
     public func segment(channel: String, sequence: Int) -> [UInt8]? {
+        segmentBuffer(channel: channel, sequence: sequence).map { Array($0.readableBytesView) }
+    }
+
+    /// The segment's bytes, shared (no copy).
+    public func segmentBuffer(channel: String, sequence: Int) -> ByteBuffer? {
         channels.withLock { $0[channel]?.segments[sequence] }
     }
 
@@ -49,7 +56,7 @@ public final class SegmentStore: Sendable {
                 channel.retired += channel.playlist.entries.map(\.sequence)
                 channel.playlist = newPlaylist()
             }
-            channel.segments[entry.sequence] = data
+            channel.segments[entry.sequence] = ByteBuffer(bytes: data)
             let left = channel.playlist.append(entry)
             channel.retired += left.map(\.sequence)
             var evicted: [Int] = []

@@ -180,11 +180,12 @@ public final class TSMuxer {
         guard !finished, let context else { throw .invalidArgument("cutting a segment from a finished TS muxer") }
         // A null packet makes mpegts write the audio frame it holds for the next PES packet.
         try LibAVError.check(av_write_frame(context, nil), "flushing the TS muxer")
-        let bytes = try output.take()
+        var bytes = try output.take()
         // Consumed (and cleared) by the muxer at the next PES packet it writes.
         try LibAVError.check(av_opt_set(context.pointee.priv_data, "mpegts_flags", "+resend_headers", 0),
                              "asking for PAT and PMT at the next segment")
-        return Self.leadingWithProgramTables(bytes)
+        Self.moveProgramTablesFirst(&bytes)
+        return bytes
     }
 
     /// Writes the trailer and returns the bytes since the previous `takeSegment()`.
@@ -193,7 +194,9 @@ public final class TSMuxer {
         guard !finished, let context else { throw .invalidArgument("finishing a finished TS muxer") }
         finished = true
         try LibAVError.check(av_write_trailer(context), "writing the TS trailer")
-        return Self.leadingWithProgramTables(try output.take())
+        var bytes = try output.take()
+        Self.moveProgramTablesFirst(&bytes)
+        return bytes
     }
 
     // MARK: - Helpers
@@ -256,21 +259,26 @@ public final class TSMuxer {
     /// packets to be PAT and PMT. Packets of different PIDs can swap places freely (continuity
     /// counters are per PID). Anything but that exact layout is returned unchanged.
     static func leadingWithProgramTables(_ bytes: [UInt8]) -> [UInt8] {
+        var bytes = bytes
+        moveProgramTablesFirst(&bytes)
+        return bytes
+    }
+
+    /// In place: only the few packets ahead of the media move, so a segment is never copied
+    /// whole (a copy per segment per channel was a fresh, page-faulted allocation each time).
+    static func moveProgramTablesFirst(_ bytes: inout [UInt8]) {
         let count = bytes.count / 188
-        guard bytes.count % 188 == 0, count >= 3 else { return bytes }
+        guard bytes.count % 188 == 0, count >= 3 else { return }
         var sdtPackets = 0
         while sdtPackets < count - 2, pid(bytes, packet: sdtPackets) == serviceDescriptionPID { sdtPackets += 1 }
         guard sdtPackets > 0, pid(bytes, packet: sdtPackets) == 0,
               let pmtPID = programMapPID(inPATPacket: bytes[(sdtPackets * 188)..<(sdtPackets * 188 + 188)]),
               pid(bytes, packet: sdtPackets + 1) == pmtPID
-        else { return bytes }
+        else { return }
         let tables = sdtPackets * 188
-        var reordered = [UInt8]()
-        reordered.reserveCapacity(bytes.count)
-        reordered.append(contentsOf: bytes[tables..<(tables + 2 * 188)])
-        reordered.append(contentsOf: bytes[0..<tables])
-        reordered.append(contentsOf: bytes[(tables + 2 * 188)...])
-        return reordered
+        let head = Array(bytes[0..<(tables + 2 * 188)])
+        bytes.replaceSubrange(0..<(2 * 188), with: head[tables...])
+        bytes.replaceSubrange((2 * 188)..<(tables + 2 * 188), with: head[..<tables])
     }
 
     /// The PMT PID of the first program in a TS packet carrying the start of a PAT section.

@@ -6,6 +6,25 @@ import Logging
 import ServiceLifecycle
 import UnixSignals
 
+#if canImport(Glibc)
+import Glibc
+
+/// Segments (100 KB to a few MB) are made and dropped all the time: take them from the heap instead
+/// of a fresh mmap each, whose every page is faulted and zeroed again, and keep freed memory for
+/// the next ones instead of trimming it back after each. `mallopt` is glibc's (malloc.h, which the
+/// Glibc module does not export), hence the lookup.
+private func tuneMalloc() {
+    typealias MallOpt = @convention(c) (Int32, Int32) -> Int32
+    guard let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "mallopt") else { return }
+    let mallopt = unsafeBitCast(symbol, to: MallOpt.self)
+    let trimThreshold: Int32 = -1, mmapThreshold: Int32 = -3  // M_TRIM_THRESHOLD, M_MMAP_THRESHOLD
+    _ = mallopt(mmapThreshold, 32 << 20)
+    _ = mallopt(trimThreshold, 128 << 20)
+}
+#else
+private func tuneMalloc() {}
+#endif
+
 @main
 struct Estuary: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -135,6 +154,7 @@ struct Serve: AsyncParsableCommand {
             return handler
         }
         let logger = Logger(label: "estuary")
+        tuneMalloc()
         let app = try buildApplication(configuration, logger: logger)
         let group = ServiceGroup(configuration: .init(
             services: [.init(service: app)], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))

@@ -221,7 +221,9 @@ final class RTMPTestPlayer: Sendable {
 
     func send(_ messages: RTMPMessage...) async throws {
         var out = ByteBuffer()
-        for message in messages { ChunkEncoder().encode(message, into: &out) }
+        // A fresh encoder per send: headers are never compressed, so no state crosses sends.
+        var encoder = ChunkEncoder()
+        for message in messages { encoder.encode(message, into: &out) }
         try await channel.writeAndFlush(out)
     }
 
