@@ -46,6 +46,32 @@ struct MergedIOTests {
         _ = try channel.finish()
     }
 
+    @Test("after a full burst the next read goes at once: pacing never caps a high-bitrate publisher")
+    func fullBurst() throws {
+        let loop = EmbeddedEventLoop()
+        let channel = EmbeddedChannel(loop: loop)
+        let counter = ReadCounter()
+        let pacer = ReadPacer(interval: .milliseconds(100))
+        try channel.pipeline.syncOperations.addHandlers([counter, pacer])
+        pacer.startPacing()
+        // A small burst: the next read waits for the tick.
+        try channel.writeInbound(ByteBuffer(repeating: 1, count: 1000))
+        channel.read()
+        #expect(counter.reads == 0)
+        loop.advanceTime(by: .milliseconds(100))
+        #expect(counter.reads == 1)
+        // A full one: at once, and the count starts again.
+        try channel.writeInbound(ByteBuffer(repeating: 1, count: ReadPacer.fullBurst))
+        channel.read()
+        #expect(counter.reads == 2)
+        channel.read()
+        #expect(counter.reads == 2)
+        loop.advanceTime(by: .milliseconds(100))
+        #expect(counter.reads == 3)
+        while try channel.readInbound(as: ByteBuffer.self) != nil {}
+        _ = try channel.finish()
+    }
+
     @Test("a read deferred when the connection closes is dropped")
     func closeDropsDeferredRead() throws {
         let loop = EmbeddedEventLoop()
