@@ -158,7 +158,7 @@ let package = Package(
         ),
         .testTarget(
             name: "PackagingTests",
-            dependencies: ["Packaging", "MediaCore"],
+            dependencies: ["Packaging", "MediaCore", .product(name: "NIOCore", package: "swift-nio")],
             swiftSettings: swiftSettings
         ),
         .testTarget(

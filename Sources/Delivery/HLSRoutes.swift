@@ -46,7 +46,7 @@ public struct HLSRoutes<Context: RequestContext>: Sendable {
             let name = try context.parameters.require("segment")
             _ = try check(channel, request)
             guard name.hasSuffix(".ts"), let sequence = Int(name.dropLast(3)), sequence >= 0,
-                  let data = store.segmentBuffer(channel: channel, sequence: sequence)
+                  let data = store.segment(channel: channel, sequence: sequence)
             else {
                 throw HTTPError(.notFound, message: "no segment \(name) on channel \(channel)")
             }

@@ -210,11 +210,7 @@ final class PlayerPump: @unchecked Sendable, LoopTickerClient {
                 if let message = muxer.packet(packet) { encoder.encode(message, into: &buffer) }
             }
         }
-        let dropped = subscription.droppedPackets
-        if dropped > reportedDrops {
-            logger.debug("player fell behind; skipped to a keyframe", metadata: ["dropped": "\(dropped)"])
-            reportedDrops = dropped
-        }
+        reportDrops()
         if let written, let newest = subscription.newestDTS, newest - written > maxLag.nanoseconds / 1_000_000 {
             logger.warning("player disconnected: too far behind live",
                            metadata: ["behind_ms": "\(newest - written)", "max_lag": "\(maxLag)"])
@@ -237,13 +233,17 @@ final class PlayerPump: @unchecked Sendable, LoopTickerClient {
     private func checkStall() {
         guard let started = writeStartedAt, NIODeadline.now() - started >= maxLag else { return }
         logger.warning("player disconnected: not reading", metadata: ["stalled_for": "\(maxLag)"])
-        let dropped = subscription.droppedPackets
-        if dropped > reportedDrops {
-            logger.debug("player fell behind; skipped to a keyframe", metadata: ["dropped": "\(dropped)"])
-            reportedDrops = dropped
-        }
+        reportDrops()
         channel.close(promise: nil)
         finish(alive: false)
+    }
+
+    /// Logs (at debug) packets this player lost to keyframe skips since the last report.
+    private func reportDrops() {
+        let dropped = subscription.droppedPackets
+        guard dropped > reportedDrops else { return }
+        logger.debug("player fell behind; skipped to a keyframe", metadata: ["dropped": "\(dropped)"])
+        reportedDrops = dropped
     }
 
     private func finish(alive: Bool) {

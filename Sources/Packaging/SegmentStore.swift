@@ -31,12 +31,8 @@ public final class SegmentStore: Sendable {
         channels.withLock { $0[channel]?.renderedPlaylist }
     }
 
-    public func segment(channel: String, sequence: Int) -> [UInt8]? {
-        segmentBuffer(channel: channel, sequence: sequence).map { Array($0.readableBytesView) }
-    }
-
     /// The segment's bytes, shared (no copy).
-    public func segmentBuffer(channel: String, sequence: Int) -> ByteBuffer? {
+    public func segment(channel: String, sequence: Int) -> ByteBuffer? {
         channels.withLock { $0[channel]?.segments[sequence] }
     }
 

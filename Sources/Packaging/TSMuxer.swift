@@ -253,19 +253,13 @@ public final class TSMuxer {
         Int(bytes[index * 188 + 1] & 0x1F) << 8 | Int(bytes[index * 188 + 2])
     }
 
-    /// `bytes` with the SDT packets libav writes ahead of PAT and PMT moved after them.
+    /// Moves the SDT packets libav writes ahead of PAT and PMT after them, in place.
     ///
     /// libav's table order is SDT, PAT, PMT; RFC 8216 §3.2 wants a segment's first two TS
     /// packets to be PAT and PMT. Packets of different PIDs can swap places freely (continuity
-    /// counters are per PID). Anything but that exact layout is returned unchanged.
-    static func leadingWithProgramTables(_ bytes: [UInt8]) -> [UInt8] {
-        var bytes = bytes
-        moveProgramTablesFirst(&bytes)
-        return bytes
-    }
-
-    /// In place: only the few packets ahead of the media move, so a segment is never copied
-    /// whole (a copy per segment per channel was a fresh, page-faulted allocation each time).
+    /// counters are per PID). Anything but that exact layout is left unchanged. Only the few
+    /// packets ahead of the media move: a segment is never copied whole (a copy per segment per
+    /// channel was a fresh, page-faulted allocation each time).
     static func moveProgramTablesFirst(_ bytes: inout [UInt8]) {
         let count = bytes.count / 188
         guard bytes.count % 188 == 0, count >= 3 else { return }

@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import MediaCore
+import NIOCore
 import Testing
 
 @testable import Packaging
@@ -117,7 +118,7 @@ struct HLSChannelTests {
         run.expectWellFormed(window: window)
         // Every segment holds whole TS packets starting with PAT.
         for entry in entries {
-            let data = try #require(run.store.segment(channel: "test", sequence: entry.sequence))
+            let data = Array(try #require(run.store.segment(channel: "test", sequence: entry.sequence)).readableBytesView)
             #expect(data.count.isMultiple(of: 188) && data.first == 0x47 && packetIdentifiers(data).first == 0)
         }
     }
@@ -176,9 +177,10 @@ struct HLSChannelTests {
         #expect(run.channel.droppedPackets == 0)
         let entries = run.allEntries
         #expect(entries.map(\.duration) == [1.0, 1.0, 1.0, 1.0])
-        let first = try #require(entries.first.flatMap { run.store.segment(channel: "test", sequence: $0.sequence) })
+        let first = Array(try #require(entries.first.flatMap { run.store.segment(channel: "test", sequence: $0.sequence) }).readableBytesView)
         #expect(firstPTS(first, pid: 0x100) == 0)
-        let second = try #require(entries.dropFirst().first.flatMap { run.store.segment(channel: "test", sequence: $0.sequence) })
+        let second = Array(try #require(entries.dropFirst().first.flatMap { run.store.segment(channel: "test", sequence: $0.sequence) })
+            .readableBytesView)
         #expect(firstPTS(second, pid: 0x100) == 90_000)
     }
 

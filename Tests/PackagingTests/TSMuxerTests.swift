@@ -401,11 +401,16 @@ struct TSMuxerTests {
             if pid == 0 { bytes[4...16] = [0, 0, 0xB0, 13, 0, 1, 0xC1, 0, 0, 0, 1, 0xF0, 0] }
             return bytes
         }
+        func reordered(_ bytes: [UInt8]) -> [UInt8] {
+            var bytes = bytes
+            TSMuxer.moveProgramTablesFirst(&bytes)
+            return bytes
+        }
         let libav = packet(0x11) + packet(0) + packet(0x1000) + packet(0x100)
-        #expect(packetIdentifiers(TSMuxer.leadingWithProgramTables(libav)) == [0, 0x1000, 0x11, 0x100])
+        #expect(packetIdentifiers(reordered(libav)) == [0, 0x1000, 0x11, 0x100])
         for unchanged in [packet(0) + packet(0x1000) + packet(0x11), packet(0x11) + packet(0) + packet(0x1001),
                           packet(0x11) + packet(0x100) + packet(0) + packet(0x1000), Array(libav.dropLast())] {
-            #expect(TSMuxer.leadingWithProgramTables(unchanged) == unchanged)
+            #expect(reordered(unchanged) == unchanged)
         }
     }
 
