@@ -194,8 +194,12 @@ final class RTMPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
         let hub = self.hub
         let authorizer = self.authorizer
         let nodeID = configuration.nodeID
+        let publish = PublishRequest(
+            app: request.app, streamKey: request.streamName, query: request.query, publishType: request.publishType,
+            tcURL: request.tcURL, flashVer: session.flashVer, swfURL: session.swfURL, pageURL: session.pageURL,
+            address: context.remoteAddress?.ipAddress ?? "", clientID: connectionID)
         context.eventLoop.makeFutureWithTask { () async -> Result<Publisher, ServerSession.Rejection> in
-            switch await authorizer.authorize(app: request.app, streamKey: request.streamName, query: request.query) {
+            switch await authorizer.authorize(publish) {
             case .deny(let reason):
                 return .failure(.denied(reason))
             case .allow(let channel):

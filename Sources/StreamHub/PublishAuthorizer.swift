@@ -1,6 +1,42 @@
+/// What a publisher asked for, with what nginx-rtmp's `on_publish` reports about it.
+public struct PublishRequest: Sendable, Equatable, CustomStringConvertible {
+    public var app: String
+    /// The publishing name without its query string: the stream key. Never log it.
+    public var streamKey: String
+    /// The `a=b&c=d` part of the publishing name, if any.
+    public var query: String?
+    /// "live", "record" or "append" as sent.
+    public var publishType: String
+    public var tcURL: String?
+    public var flashVer: String?
+    public var swfURL: String?
+    public var pageURL: String?
+    /// The peer's address, as `ip` (no port).
+    public var address: String
+    public var clientID: UInt64
+
+    public init(app: String, streamKey: String, query: String? = nil, publishType: String = "live",
+                tcURL: String? = nil, flashVer: String? = nil, swfURL: String? = nil, pageURL: String? = nil,
+                address: String = "", clientID: UInt64 = 0) {
+        self.app = app
+        self.streamKey = streamKey
+        self.query = query
+        self.publishType = publishType
+        self.tcURL = tcURL
+        self.flashVer = flashVer
+        self.swfURL = swfURL
+        self.pageURL = pageURL
+        self.address = address
+        self.clientID = clientID
+    }
+
+    /// Interpolated into logs by accident one day: never the key.
+    public var description: String { "publish of a key in \(app) from \(address) (client \(clientID))" }
+}
+
 /// Decides whether a stream key may publish, and as which channel.
 public protocol PublishAuthorizer: Sendable {
-    func authorize(app: String, streamKey: String, query: String?) async -> PublishDecision
+    func authorize(_ request: PublishRequest) async -> PublishDecision
 }
 
 public enum PublishDecision: Sendable, Equatable {
@@ -19,13 +55,13 @@ public struct StaticKeyAuthorizer: PublishAuthorizer {
 
     public var isOpen: Bool { channelsByKey.isEmpty }
 
-    public func authorize(app: String, streamKey: String, query: String?) async -> PublishDecision {
+    public func authorize(_ request: PublishRequest) async -> PublishDecision {
         if isOpen {
-            return Self.isValidChannelName(streamKey)
-                ? .allow(channel: streamKey)
+            return Self.isValidChannelName(request.streamKey)
+                ? .allow(channel: request.streamKey)
                 : .deny(reason: "stream name is not a valid channel name (letters, digits, '-', '_', '.', 1–64 chars)")
         }
-        guard let channel = channelsByKey[streamKey] else { return .deny(reason: "unknown stream key") }
+        guard let channel = channelsByKey[request.streamKey] else { return .deny(reason: "unknown stream key") }
         return .allow(channel: channel)
     }
 

@@ -136,14 +136,14 @@ struct StreamHubTests {
     @Test("open mode takes the stream name as channel; keys map to channels; bad names are refused")
     func staticKeys() async {
         let open = StaticKeyAuthorizer(channelsByKey: [:])
-        #expect(await open.authorize(app: "live", streamKey: "my-show", query: nil) == .allow(channel: "my-show"))
-        guard case .deny = await open.authorize(app: "live", streamKey: "../etc", query: nil) else {
+        #expect(await open.authorize(PublishRequest(app: "live", streamKey: "my-show")) == .allow(channel: "my-show"))
+        guard case .deny = await open.authorize(PublishRequest(app: "live", streamKey: "../etc")) else {
             Issue.record("a path-like name must be refused")
             return
         }
         let keyed = StaticKeyAuthorizer(channelsByKey: ["s3cret": "main"])
-        #expect(await keyed.authorize(app: "live", streamKey: "s3cret", query: nil) == .allow(channel: "main"))
-        #expect(await keyed.authorize(app: "live", streamKey: "main", query: nil) == .deny(reason: "unknown stream key"))
+        #expect(await keyed.authorize(PublishRequest(app: "live", streamKey: "s3cret")) == .allow(channel: "main"))
+        #expect(await keyed.authorize(PublishRequest(app: "live", streamKey: "main")) == .deny(reason: "unknown stream key"))
     }
 }
 

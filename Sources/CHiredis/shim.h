@@ -1,0 +1,4 @@
+#ifndef ESTUARY_CHIREDIS_SHIM_H
+#define ESTUARY_CHIREDIS_SHIM_H
+#include <hiredis/hiredis.h>
+#endif
