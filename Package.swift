@@ -51,6 +51,8 @@ let package = Package(
             name: "StreamHub",
             dependencies: [
                 "MediaCore",
+                // The Redis registry: hiredis on a thread of its own.
+                "CHiredis",
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swiftSettings

@@ -80,7 +80,9 @@ public func buildApplication(_ configuration: EstuaryConfiguration, logger: Logg
 package func buildApplication(_ configuration: EstuaryConfiguration, logger: Logger,
                               onRecordDone: @escaping @Sendable (RecordingDone) async -> Void,
                               makeRecorder: RecordingService.RecorderFactory?) throws -> EstuaryApplication {
-    let hub = StreamHub(registry: MemoryRegistry(), logger: logger)
+    let registrySetup = try RegistrySetup(configuration, logger: logger)
+    let hub = StreamHub(registry: registrySetup.registry, logger: logger)
+    registrySetup.redis?.attach(hub)
     let eventLoops = EventLoops.group(threads: configuration.threads ?? EventLoops.availableCPUs)
     let segments = SegmentStore(retainedAfterWindow: configuration.hlsWindow)
     let rtmpPort = ListeningPort()
@@ -102,6 +104,7 @@ package func buildApplication(_ configuration: EstuaryConfiguration, logger: Log
         configuration: .init(host: configuration.bind, port: configuration.rtmpPort,
                              handshakeTimeout: .milliseconds(Int64(configuration.handshakeTimeout * 1000)),
                              idleTimeout: .milliseconds(Int64(configuration.idleTimeout * 1000)),
+                             nodeID: registrySetup.nodeID,
                              playerQueue: .init(maxPackets: configuration.playerQueuePackets, maxBytes: 16 << 20),
                              playerMaxLag: .milliseconds(Int64(configuration.playerMaxLag * 1000)),
                              sendBufferSize: configuration.rtmpSendBuffer == 0 ? nil : configuration.rtmpSendBuffer,
@@ -143,22 +146,43 @@ package func buildApplication(_ configuration: EstuaryConfiguration, logger: Log
                                           exposedHeaders: ["Content-Length", "Content-Range"],
                                           // Players preflight Range requests; 2 h is the most Chrome keeps.
                                           maxAge: .seconds(7200)))
-    router.get("/health") { _, _ -> Response in
-        let body = #"{"status":"ok","live":\#(hub.liveChannels.count)}"#
-        return Response(status: .ok, headers: [.contentType: "application/json"],
-                        body: ResponseBody(byteBuffer: ByteBuffer(string: body)))
-    }
+    router.get("/health") { _, _ -> Response in healthResponse(hub: hub) }
     let api = router.group("/api/v1")
         .add(middleware: APIErrorMiddleware())
         .add(middleware: APIAccessMiddleware(token: configuration.apiToken))
-    StreamsAPI(hub: hub, sections: ["recordings": { recordings.status(channel: $0) },
+    StreamsAPI(hub: hub, nodeID: registrySetup.nodeID, sections: ["recordings": { recordings.status(channel: $0) },
                                    "relays": { relay.targets(channel: $0) }]).add(to: api)
     addRecordingRoutes(to: api, service: recordings)
     addRelayRoutes(to: api, service: relay)
     if configuration.apiToken == nil {
         logger.notice("API answers loopback clients only; set --api-token to open it to the network")
     }
-    router.addRoutes(HLSRoutes<AppRequestContext>(store: segments, access: playAccess.http).routes, atPath: "/live")
+    // With Redis, a channel live on another node is redirected there.
+    var elsewhere: (@Sendable (String) async -> String?)?
+    if let redis = registrySetup.redis {
+        let resolver = RemoteChannelResolver(registry: redis, hub: hub)
+        elsewhere = { await resolver.nodeURL(channel: $0) }
+    }
+    router.addRoutes(HLSRoutes<AppRequestContext>(
+        store: segments, access: playAccess.http, elsewhere: elsewhere,
+        onPlaylist: { channel, request, context in
+            // An HLS session: one player at one address (players send no session id of their own).
+            let address = context.remoteAddress?.ipAddress ?? "?"
+            hub.registry.hlsSessionSeen(channel: channel, session: "\(address) \(request.headers[.userAgent] ?? "")")
+        }).routes, atPath: "/live")
+    // Where this node is reached, for its registry record and `/api/v1/nodes`.
+    let addresses: @Sendable () async throws -> (http: String, rtmp: String) = {
+        let http = try await httpPort.value
+        let rtmp = try await rtmpPort.value
+        let host = ["0.0.0.0", "::"].contains(configuration.bind) ? ProcessInfo.processInfo.hostName : configuration.bind
+        return (RegistrySetup.publicURL(configuration, httpPort: http), "\(host):\(rtmp)")
+    }
+    StreamsAPI.addNodeRoutes(to: api, registry: registrySetup.registry) {
+        let (http, rtmp) = try await addresses()
+        var node = NodeRecord(id: registrySetup.nodeID, httpURL: http, rtmpAddress: rtmp, version: estuaryVersion)
+        node.streams = hub.liveChannels.count
+        return node
+    }
 
     let http = Application(
         router: router,
@@ -171,10 +195,20 @@ package func buildApplication(_ configuration: EstuaryConfiguration, logger: Log
         eventLoopGroupProvider: .shared(eventLoops),
         logger: logger)
 
+    // The registry stops last: by then every publisher ended and released its lease.
+    let registryService = registrySetup.redis.map { redis in
+        RegistryService(registry: redis, announce: addresses)
+    }
     // Services stop in reverse order: RTMP publishers end first (pushes unpublish cleanly), then relays,
     // then HLS ends its playlists, recordings close their files, HTTP stops; hooks are last.
+    var services: [any Service] = []
+    if let registryService { services.append(registryService) }
+    if let notify { services.append(notify) }
+    services += [http, recordings]
+    if let hls { services.append(hls) }
+    services += [relay, rtmp]
     return EstuaryApplication(configuration: configuration, hub: hub, segments: segments, recordings: recordings,
                               relay: relay, rtmpPort: rtmpPort, httpPort: httpPort,
-                              services: (notify.map { [$0] } ?? []) + [http, recordings] + (hls.map { [$0] } ?? []) + [relay, rtmp],
+                              services: services,
                               logger: logger)
 }

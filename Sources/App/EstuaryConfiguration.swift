@@ -67,6 +67,19 @@ public struct EstuaryConfiguration: Sendable, CustomStringConvertible {
     public var relayPullIdle = 10.0
     /// Timing of relay reconnects and timeouts (not flags: tests tighten them).
     public var relay = RelayService.Configuration()
+    /// `redis://[[user]:password@]host[:port][/db]`: the registry every node shares; nil keeps it in memory.
+    public var redisURL: String?
+    /// Prefix of every Redis key and of the events channel.
+    public var redisPrefix = "estuary:"
+    /// Seconds between registry refreshes, and how long an entry lives without one.
+    public var redisHeartbeat = 5.0
+    public var redisTTL = 15.0
+    /// Seconds a Redis command may take (connect, each reply) before Redis counts as down.
+    public var redisTimeout = 1.0
+    /// This node's id in the registry; nil = `<hostname>-<random>`, new at each start.
+    public var nodeID: String?
+    /// The HTTP base URL other nodes send players to; nil = `http://<hostname or bind>:<http port>`.
+    public var publicURL: String?
 
     public init() {}
 
@@ -76,6 +89,7 @@ public struct EstuaryConfiguration: Sendable, CustomStringConvertible {
             + " hlsPath=\(hlsPath ?? "-") keys=\(streamKeys.count) grace=\(publishGrace)s log=\(logLevel)"
             + " record=\(recordMode.rawValue)"
             + " relayPush=\(relayPush.count) relayPull=\(relayPull.count)"
+            + " registry=\(redisURL == nil ? "memory" : "redis")"
     }
 
     public enum ConfigurationError: Error, CustomStringConvertible {
@@ -167,6 +181,13 @@ public struct EstuaryConfiguration: Sendable, CustomStringConvertible {
             }
         }
         relayPullIdle = try number("relayPullIdle", relayPullIdle)
+        redisURL = config.string(forKey: "redisUrl", isSecret: true)
+        redisPrefix = config.string(forKey: "redisPrefix", default: redisPrefix)
+        redisHeartbeat = try number("redisHeartbeat", redisHeartbeat)
+        redisTTL = try number("redisTtl", redisTTL)
+        redisTimeout = try number("redisTimeout", redisTimeout)
+        nodeID = config.string(forKey: "nodeId")
+        publicURL = config.string(forKey: "publicUrl")
         for entry in config.stringArray(forKey: "relayPush", isSecret: true, default: []) {
             try addRelayPush(entry)
         }
@@ -281,6 +302,28 @@ public struct EstuaryConfiguration: Sendable, CustomStringConvertible {
             throw ConfigurationError.invalid("record max size and duration must be 0 (no limit) or positive")
         }
         guard recordPath?.isEmpty != true else { throw ConfigurationError.invalid("record path must not be empty") }
+        if let redisURL {
+            do throws(RedisError) {
+                _ = try RedisEndpoint(url: redisURL)
+            } catch {
+                throw ConfigurationError.invalid("redis URL: \(error.reason)")
+            }
+        }
+        guard redisHeartbeat >= 0.1, redisTTL >= redisHeartbeat * 2, (0.05...30).contains(redisTimeout) else {
+            throw ConfigurationError.invalid("redis TTL must be at least twice the heartbeat (≥ 0.1 s); timeout 0.05…30 s")
+        }
+        guard !redisPrefix.isEmpty, redisPrefix.utf8.count <= 64 else {
+            throw ConfigurationError.invalid("redis prefix must be 1…64 characters")
+        }
+        if let nodeID, !StaticKeyAuthorizer.isValidChannelName(nodeID) {
+            throw ConfigurationError.invalid("node id '\(nodeID)' must be 1–64 of letters, digits, '-', '_', '.'")
+        }
+        if let publicURL {
+            guard let url = URL(string: publicURL), ["http", "https"].contains(url.scheme ?? ""), url.host != nil,
+                  url.query == nil, url.path.isEmpty || url.path == "/" else {
+                throw ConfigurationError.invalid("public URL '\(publicURL)' must be http(s)://host[:port]")
+            }
+        }
         guard publishGrace >= 0, handshakeTimeout > 0, idleTimeout > 0, relayPullIdle > 0 else {
             throw ConfigurationError.invalid("timeouts must be positive")
         }

@@ -14,10 +14,27 @@ public struct HLSRoutes<Context: RequestContext>: Sendable {
 
     let store: SegmentStore
     let access: @Sendable (_ channel: String, _ query: String?) -> Access
+    /// The base URL of another node that publishes the channel (several nodes sharing a registry).
+    let elsewhere: (@Sendable (_ channel: String) async -> String?)?
+    /// Told of each playlist served (viewer counting).
+    let onPlaylist: @Sendable (_ channel: String, _ request: Request, _ context: Context) -> Void
 
-    public init(store: SegmentStore, access: @escaping @Sendable (_ channel: String, _ query: String?) -> Access = { _, _ in .open }) {
+    public init(store: SegmentStore, access: @escaping @Sendable (_ channel: String, _ query: String?) -> Access = { _, _ in .open },
+                elsewhere: (@Sendable (_ channel: String) async -> String?)? = nil,
+                onPlaylist: @escaping @Sendable (_ channel: String, _ request: Request, _ context: Context) -> Void = { _, _, _ in }) {
         self.store = store
         self.access = access
+        self.elsewhere = elsewhere
+        self.onPlaylist = onPlaylist
+    }
+
+    /// A channel live on another node: a 302 to the same path and query there. The player then
+    /// reads the playlist from that node and resolves relative segment URIs against it, so it
+    /// sees one continuous playlist whichever node it asked first.
+    private func redirect(_ channel: String, _ request: Request) async -> Response? {
+        guard let elsewhere, let base = await elsewhere(channel) else { return nil }
+        let query = request.uri.query.map { "?\($0)" } ?? ""
+        return Response(status: .found, headers: [.location: base + request.uri.path + query, .cacheControl: "no-cache"])
     }
 
     /// Throws 403 when the channel is private and the query does not sign for it.
@@ -32,10 +49,12 @@ public struct HLSRoutes<Context: RequestContext>: Sendable {
         let playlist: @Sendable (Request, Context) async throws -> Response = { request, context in
             let channel = try context.parameters.require("channel")
             let access = try check(channel, request)
+            if let moved = await redirect(channel, request) { return moved }
             guard var playlist = store.playlist(channel: channel) else {
                 throw HTTPError(.notFound, message: "no live stream on channel \(channel)")
             }
             if case .signed(let query) = access { playlist = Self.carrying(query, in: playlist) }
+            onPlaylist(channel, request, context)
             return Response(
                 status: .ok,
                 headers: [.contentType: "application/vnd.apple.mpegurl", .cacheControl: "no-cache"],
@@ -45,6 +64,7 @@ public struct HLSRoutes<Context: RequestContext>: Sendable {
             let channel = try context.parameters.require("channel")
             let name = try context.parameters.require("segment")
             _ = try check(channel, request)
+            if let moved = await redirect(channel, request) { return moved }
             guard name.hasSuffix(".ts"), let sequence = Int(name.dropLast(3)), sequence >= 0,
                   let data = store.segment(channel: channel, sequence: sequence)
             else {

@@ -11,10 +11,13 @@ import Synchronization
 public final class StreamHub: Sendable {
     public enum HubError: Error, Equatable, Sendable, CustomStringConvertible {
         case alreadyLive(channel: String)
+        /// Another node of the deployment publishes the channel (the registry's lease).
+        case liveElsewhere(channel: String, node: String)
 
         public var description: String {
             switch self {
             case .alreadyLive(let channel): "channel \(channel) is already being published"
+            case .liveElsewhere(let channel, let node): "channel \(channel) is already being published on node \(node)"
             }
         }
     }
@@ -25,6 +28,8 @@ public final class StreamHub: Sendable {
 
     private struct State {
         var streams: [String: LiveStream] = [:]
+        /// Channels whose publish waits for the registry's claim.
+        var claiming: Set<String> = []
         var observers: [Observer] = []
         /// Consumers waiting for a channel to go live, by channel and waiter id.
         var waiters: [String: [UInt64: CheckedContinuation<LiveStream?, Never>]] = [:]
@@ -77,23 +82,31 @@ public final class StreamHub: Sendable {
         state.withLock { $0.viewers[channel] ?? 0 }
     }
 
-    /// Claims `channel` for a publisher; fails when it is already live.
+    /// Claims `channel` for a publisher; fails when it is already live here or, by the registry's
+    /// lease, on another node.
     public func startPublishing(channel: String, app: String, nodeID: String = "local") async throws(HubError) -> Publisher {
+        try state.withLock { state throws(HubError) in
+            guard state.streams[channel] == nil, !state.claiming.contains(channel) else { throw .alreadyLive(channel: channel) }
+            state.claiming.insert(channel)
+        }
         let stream = LiveStream(channel: channel, app: app, gopCacheLimits: gopCacheLimits)
-        let (observers, waiters) = try state.withLock { state throws(HubError) in
-            guard state.streams[channel] == nil else { throw .alreadyLive(channel: channel) }
+        do {
+            try await registry.streamStarted(ActiveStream(channel: channel, app: app, nodeID: nodeID,
+                                                          startedAt: stream.startedAt))
+        } catch RegistryError.channelTaken(_, let node) {
+            _ = state.withLock { $0.claiming.remove(channel) }
+            throw .liveElsewhere(channel: channel, node: node)
+        } catch {
+            // The registry is bookkeeping: a failure there must not take the stream down.
+            logger.error("registry did not record stream start", metadata: ["channel": "\(channel)", "error": "\(error)"])
+        }
+        let (observers, waiters) = state.withLock { state in
+            state.claiming.remove(channel)
             state.streams[channel] = stream
             return (state.observers, state.waiters.removeValue(forKey: channel) ?? [:])
         }
         for observer in observers { observer(stream) }
         for waiter in waiters.values { waiter.resume(returning: stream) }
-        do {
-            try await registry.streamStarted(ActiveStream(channel: channel, app: app, nodeID: nodeID,
-                                                          startedAt: stream.startedAt))
-        } catch {
-            // The registry is bookkeeping: a failure there must not take the stream down.
-            logger.error("registry did not record stream start", metadata: ["channel": "\(channel)", "error": "\(error)"])
-        }
         return Publisher(stream: stream) { [weak self] in await self?.ended(stream) }
     }
 

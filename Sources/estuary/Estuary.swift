@@ -142,6 +142,20 @@ struct Serve: AsyncParsableCommand {
     var relayPull: [String] = []
     @Option(help: "Seconds an on-demand pull runs without RTMP players. [ESTUARY_RELAY_PULL_IDLE, default 10]")
     var relayPullIdle: Double?
+    @Option(help: "Share the registry of live streams through Redis: redis://[[user]:password@]host[:port][/db] (no TLS). [ESTUARY_REDIS_URL, default: in memory]")
+    var redisUrl: String?
+    @Option(help: "Prefix of Redis keys and of the events channel. [ESTUARY_REDIS_PREFIX, default estuary:]")
+    var redisPrefix: String?
+    @Option(help: "Seconds between registry refreshes. [ESTUARY_REDIS_HEARTBEAT, default 5]")
+    var redisHeartbeat: Double?
+    @Option(help: "Seconds a registry entry lives without a refresh. [ESTUARY_REDIS_TTL, default 15]")
+    var redisTtl: Double?
+    @Option(help: "Seconds a Redis command may take before Redis counts as down. [ESTUARY_REDIS_TIMEOUT, default 1]")
+    var redisTimeout: Double?
+    @Option(help: "This node's id in the registry. [ESTUARY_NODE_ID, default <hostname>-<random>]")
+    var nodeId: String?
+    @Option(help: "HTTP base URL other nodes redirect players to, http(s)://host[:port]. [ESTUARY_PUBLIC_URL, default http://<host>:<http port>]")
+    var publicUrl: String?
     @Option(help: "trace, debug, info, notice, warning, error or critical. [ESTUARY_LOG_LEVEL, default info]")
     var logLevel: String?
 
@@ -165,7 +179,7 @@ struct Serve: AsyncParsableCommand {
     /// What these flags and `environment` resolve to: a flag wins over its `ESTUARY_*` variable,
     /// which wins over the default. Invalid values are a `ValidationError` (usage exit code).
     func configuration(environment: [String: String]) throws -> EstuaryConfiguration {
-        let secrets = ["streamKey", "playSecret", "apiToken", "relayPush", "relayPull"]
+        let secrets = ["streamKey", "playSecret", "apiToken", "relayPush", "relayPull", "redisUrl"]
         var flags: [AbsoluteConfigKey: ConfigValue] = [:]
         func flag(_ key: String, _ content: ConfigContent?) {
             if let content { flags[AbsoluteConfigKey(stringLiteral: "estuary.\(key)")] = ConfigValue(content, isSecret: secrets.contains(key)) }
@@ -196,6 +210,13 @@ struct Serve: AsyncParsableCommand {
         flag("relayPull", relayPull.isEmpty ? nil : .stringArray(relayPull))
         flag("relayPullIdle", relayPullIdle.map { .string("\($0)") })
         flag("logLevel", logLevel.map(ConfigContent.string))
+        flag("redisUrl", redisUrl.map(ConfigContent.string))
+        flag("redisPrefix", redisPrefix.map(ConfigContent.string))
+        flag("redisHeartbeat", redisHeartbeat.map { .string("\($0)") })
+        flag("redisTtl", redisTtl.map { .string("\($0)") })
+        flag("redisTimeout", redisTimeout.map { .string("\($0)") })
+        flag("nodeId", nodeId.map(ConfigContent.string))
+        flag("publicUrl", publicUrl.map(ConfigContent.string))
         flag("record", record.map(ConfigContent.string))
         flag("recordFormat", recordFormat.map(ConfigContent.string))
         flag("recordPath", recordPath.map(ConfigContent.string))
@@ -207,7 +228,7 @@ struct Serve: AsyncParsableCommand {
             EnvironmentVariablesProvider(
                 environmentVariables: environment,
                 secretsSpecifier: .specific(["ESTUARY_STREAM_KEY", "ESTUARY_PLAY_SECRET", "ESTUARY_API_TOKEN",
-                                             "ESTUARY_RELAY_PUSH", "ESTUARY_RELAY_PULL"])),
+                                             "ESTUARY_RELAY_PUSH", "ESTUARY_RELAY_PULL", "ESTUARY_REDIS_URL"])),
         ])
         do {
             return try EstuaryConfiguration(reader: reader)
