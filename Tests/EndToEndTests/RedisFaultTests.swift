@@ -8,6 +8,13 @@ extension EndToEnd {
     struct RedisFaults {
         typealias Registry = EndToEnd.RedisRegistry
 
+        static func defaultTiming(_ configuration: inout EstuaryConfiguration) {
+            let defaults = EstuaryConfiguration()
+            configuration.redisHeartbeat = defaults.redisHeartbeat
+            configuration.redisTTL = defaults.redisTTL
+            configuration.redisTimeout = defaults.redisTimeout
+        }
+
         static func health(_ server: TestServer) async throws -> [String: Any] {
             try Registry.json(try await server.get("/health").body)
         }
@@ -22,7 +29,8 @@ extension EndToEnd {
         @Test("Redis down at start: the node starts, publishes and serves HLS, says degraded; Redis up → everything asserted within 5 s")
         func downAtStart() async throws {
             let port = try Relay.Nginx.freePort()
-            let server = try await Registry.node("node-a", url: "redis://127.0.0.1:\(port)/0")
+            // The default heartbeat (5 s) and TTL (15 s): the re-assertion must not wait for a heartbeat.
+            let server = try await Registry.node("node-a", url: "redis://127.0.0.1:\(port)/0") { Self.defaultTiming(&$0) }
             try await Registry.waitUntil("the log to say Redis is unavailable") { server.logs.contains("redis unavailable, retrying") }
             #expect(server.logs.all.contains { $0.contains("redis unavailable, retrying") && $0.contains("Connection refused") })
             let health = try await Self.health(server)
@@ -51,7 +59,7 @@ extension EndToEnd {
         @Test("Redis killed mid-stream and restarted empty: ingest and HLS never stop; everything re-asserted within 5 s")
         func killedAndRestarted() async throws {
             let redis = try await RedisServer.start()
-            let server = try await Registry.node("node-a", redis)
+            let server = try await Registry.node("node-a", redis) { Self.defaultTiming(&$0) }
             let publisher = try publish("av-long.flv", to: server.rtmpURL("steady"))
             let before = try await server.waitForPlaylist("steady") { !$0.segments.isEmpty }
             try await Registry.waitUntil("the stream in Redis") { try await Self.asserted(redis, channel: "steady", node: "node-a") }
