@@ -126,9 +126,9 @@ package func buildApplication(_ configuration: EstuaryConfiguration, logger: Log
                                    metrics: metrics, logger: logger)
     if !configuration.streamKeys.isEmpty {
         logger.info("stream keys loaded", metadata: ["count": "\(configuration.streamKeys.count)"])
-    } else if try await !channels.hasKeys() {
+    } else if try await !channels.hasAccounts() {
         logger.warning(
-            "NO STREAM KEYS: publishing is OPEN to anyone who can reach the RTMP port; the channel is the stream name. Create a key (API or `estuary keys create`) or use --stream-key KEY=CHANNEL to require keys.")
+            "NO STREAM KEYS: publishing is OPEN to anyone who can reach the RTMP port; the channel is the stream name. Create an account and a key (API or `estuary keys create`) or use --stream-key KEY=CHANNEL to require keys.")
     }
     let rtmp = RTMPServer(
         configuration: .init(host: configuration.bind, port: configuration.rtmpPort,

@@ -12,8 +12,9 @@ import StreamHub
 ///    does), may refuse, and may rename the stream with a 3xx. A key the first two do not know is
 ///    published under its own name if the hook allows it, so the hook alone can map keys.
 ///
-/// With no configured keys, no database keys and no hook, publishing is open: the channel is the
-/// stream name (a laptop's first run). Addresses that keep sending refused keys are throttled.
+/// With no configured keys, no accounts in the database and no hook, publishing is open: the
+/// channel is the stream name (a laptop's first run). Once an account exists the server is a
+/// platform, and stays closed even if every key is revoked. Addresses that keep sending refused keys are throttled.
 struct PublishAccess: PublishAuthorizer {
     let staticKeys: [String: String]
     let channels: ChannelService
@@ -59,7 +60,7 @@ struct PublishAccess: PublishAuthorizer {
             do {
                 if let found = try await channels.channel(forKey: request.streamKey) {
                     (channel, keyID) = (found.channel, found.keyID)
-                } else if hook == nil, staticKeys.isEmpty, try await !channels.hasKeys() {
+                } else if hook == nil, staticKeys.isEmpty, try await !channels.hasAccounts() {
                     guard StaticKeyAuthorizer.isValidChannelName(request.streamKey) else {
                         return .deny(reason: "stream name is not a valid channel name (letters, digits, '-', '_', '.', 1–64 chars)")
                     }

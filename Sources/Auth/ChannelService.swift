@@ -178,9 +178,10 @@ public final class ChannelService: Sendable {
         return (stored.channel.name, keyID)
     }
 
-    /// Whether any key exists: with none (and no other key source), publishing is open.
-    public func hasKeys() async throws -> Bool {
-        try await StreamKey.query(on: storage.database).first() != nil
+    /// Whether any account exists. A server with accounts is a platform: publishing needs a key,
+    /// even when every key has been revoked. Without accounts (and no other key source) it is open.
+    public func hasAccounts() async throws -> Bool {
+        try await User.query(on: storage.database).first() != nil
     }
 
     /// Called when a publish goes live: which key (if any of ours) it used.
