@@ -88,3 +88,36 @@ struct APIErrorMiddleware: RouterMiddleware {
         }
     }
 }
+
+/// One log line per API request: method, path (never the query: tokens may travel there), status,
+/// time taken, and the account when there is one.
+struct RequestLogMiddleware: RouterMiddleware {
+    typealias Context = AppRequestContext
+    let logger: Logger
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        let start = ContinuousClock.now
+        do {
+            let response = try await next(request, context)
+            log(request, context: context, status: response.status.code, since: start)
+            return response
+        } catch let error as any HTTPResponseError {
+            log(request, context: context, status: error.status.code, since: start)
+            throw error
+        } catch {
+            log(request, context: context, status: 500, since: start)
+            throw error
+        }
+    }
+
+    private func log(_ request: Request, context: Context, status: Int, since start: ContinuousClock.Instant) {
+        let elapsed = ContinuousClock.now - start
+        var metadata: Logger.Metadata = [
+            "method": "\(request.method)", "path": "\(request.uri.path)", "status": "\(status)",
+            "ms": "\(elapsed.components.seconds * 1000 + elapsed.components.attoseconds / 1_000_000_000_000_000)",
+            "client": "\(context.remoteAddress?.ipAddress ?? "?")",
+        ]
+        if let identity = context.identity { metadata["user"] = "\(identity.userID)" }
+        logger.info("api request", metadata: metadata)
+    }
+}

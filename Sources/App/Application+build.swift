@@ -185,6 +185,7 @@ package func buildApplication(_ configuration: EstuaryConfiguration, logger: Log
                  body: ResponseBody(byteBuffer: ByteBuffer(bytes: prometheus.emitToBuffer())))
     }
     let v1 = router.group("/api/v1")
+        .add(middleware: RequestLogMiddleware(logger: logger))
         .add(middleware: APIErrorMiddleware(logger: logger))
         .add(middleware: IdentityMiddleware<AppRequestContext>(tokens: accounts.accessTokens))
     // Accounts and channels answer anyone: each route checks the caller's token itself.

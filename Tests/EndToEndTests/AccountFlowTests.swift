@@ -228,3 +228,23 @@ extension EndToEnd {
         }
     }
 }
+
+extension EndToEnd.AccountAPI {
+    @Test("an address that keeps sending wrong keys is refused for the rest of the minute, even with a right one; API requests are logged without their query")
+    func publishThrottle() async throws {
+        let server = try await TestServer { $0.streamKeys = ["right-key-123": "main"] }
+        for attempt in 0..<10 {
+            let denied = try await publish("video-only.flv", to: server.rtmpURL("wrong-\(attempt)")).wait()
+            #expect(denied.status != 0 && denied.stderr.contains("unknown stream key"), "\(denied.stderr)")
+        }
+        let throttled = try await publish("video-only.flv", to: server.rtmpURL("right-key-123")).wait()
+        #expect(throttled.status != 0)
+        #expect(throttled.stderr.contains("too many refused publishes"), "\(throttled.stderr)")
+
+        _ = try await server.get("/api/v1/channels/nothing-here?token=secret-in-query")
+        #expect(server.logs.all.contains { $0.contains("api request") && $0.contains("path=/api/v1/channels/nothing-here")
+            && $0.contains("status=404") })
+        #expect(!server.logs.contains("secret-in-query"))
+        try await server.stop()
+    }
+}
