@@ -7,7 +7,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Debian packages: build (libav*, hiredis, OpenSSL, pkg-config) and test peers (ffmpeg, redis, rtmpdump,
 # nginx-rtmp as a relay upstream; the tests run their own nginx on a free loopback port, never the packaged service).
 BUILD_PACKAGES := libavformat-dev libavcodec-dev libavutil-dev libswscale-dev libhiredis-dev libssl-dev pkg-config
-TEST_PACKAGES := ffmpeg redis-server rtmpdump nginx libnginx-mod-rtmp curl
+TEST_PACKAGES := ffmpeg redis-server rtmpdump nginx libnginx-mod-rtmp postgresql curl
 
 .PHONY: run test build deps test-deps fixtures clean help bench bench-smoke bench-deps
 

@@ -62,6 +62,7 @@ let package = Package(
             name: "Storage",
             dependencies: [
                 .product(name: "FluentKit", package: "fluent-kit"),
+                .product(name: "FluentSQL", package: "fluent-kit"),
                 .product(name: "FluentSQLiteDriver", package: "fluent-sqlite-driver"),
                 .product(name: "FluentPostgresDriver", package: "fluent-postgres-driver"),
                 .product(name: "Logging", package: "swift-log"),
@@ -75,6 +76,7 @@ let package = Package(
             dependencies: [
                 "Storage", "StreamHub",
                 .product(name: "FluentKit", package: "fluent-kit"),
+                .product(name: "FluentSQL", package: "fluent-kit"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdBcrypt", package: "hummingbird-auth"),
                 .product(name: "JWTKit", package: "jwt-kit"),
@@ -150,6 +152,7 @@ let package = Package(
             dependencies: [
                 "App",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Configuration", package: "swift-configuration"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -208,11 +211,15 @@ let package = Package(
             dependencies: ["App", "StreamHub", .product(name: "NIOCore", package: "swift-nio")],
             swiftSettings: swiftSettings
         ),
+        // Real servers for the tests (PostgreSQL), started on loopback and stopped by PID.
+        .target(name: "TestSupport", path: "Tests/TestSupport", swiftSettings: swiftSettings),
         .testTarget(
             name: "AuthTests",
             dependencies: [
-                "Auth", "Storage", "StreamHub",
+                "Auth", "Storage", "StreamHub", "TestSupport",
                 .product(name: "FluentKit", package: "fluent-kit"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),
@@ -228,7 +235,7 @@ let package = Package(
             name: "EndToEndTests",
             dependencies: [
                 // The executable too: configuration tests parse `estuary serve` flags as the binary does.
-                "estuary", "App", "RTMP", "MediaCore", "StreamHub", "IngestServer", "Packaging",
+                "estuary", "App", "RTMP", "MediaCore", "StreamHub", "IngestServer", "Packaging", "TestSupport", "Auth",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "NIOCore", package: "swift-nio"),

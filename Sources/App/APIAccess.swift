@@ -1,17 +1,22 @@
+import Auth
 import Crypto
 import Foundation
 public import Hummingbird
+import Logging
 import NIOCore
 
-/// Guards `/api/v1`: with `--api-token`, every request needs `Authorization: Bearer <token>`;
-/// without one, only loopback clients are answered (a laptop's own tools, nothing from the network).
-/// Accounts and per-user keys replace this in the auth module.
+/// Guards the operator's routes (streams, recordings, relays): an administrator's access token
+/// opens them; so does `Authorization: Bearer <api token>` with `--api-token`; without an API
+/// token, loopback clients are answered too (a laptop's own tools, nothing from the network).
+/// Any other account's token gets 403.
 struct APIAccessMiddleware: RouterMiddleware {
     typealias Context = AppRequestContext
     let token: String?
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
-        if let token {
+        if let identity = context.identity {
+            guard identity.isAdmin else { throw HTTPError(.forbidden, message: "this route is for administrators") }
+        } else if let token {
             guard let header = request.headers[.authorization], header.hasPrefix("Bearer "),
                   Self.constantTimeEqual(Array(header.utf8.dropFirst(7)), Array(token.utf8))
             else {
@@ -38,8 +43,10 @@ struct APIAccessMiddleware: RouterMiddleware {
 }
 
 /// JSON errors for the API: `{"error": {"code": "not_found", "message": "…"}}` with the status.
+/// Whatever else goes wrong is logged and answered 500 with no detail.
 struct APIErrorMiddleware: RouterMiddleware {
     typealias Context = AppRequestContext
+    let logger: Logger
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         do {
@@ -48,6 +55,11 @@ struct APIErrorMiddleware: RouterMiddleware {
             return Self.json(error.status, error.body ?? error.status.reasonPhrase, headers: error.headers)
         } catch let error as DecodingError {
             return Self.json(.badRequest, "malformed JSON body: \(Self.describe(error))")
+        } catch let error as any HTTPResponseError {
+            return Self.json(error.status, error.status.reasonPhrase)
+        } catch {
+            logger.error("API request failed", metadata: ["path": "\(request.uri.path)", "error": "\(error)"])
+            return Self.json(.internalServerError, "internal error")
         }
     }
 
@@ -74,5 +86,38 @@ struct APIErrorMiddleware: RouterMiddleware {
                 : "field '\(context.codingPath.map(\.stringValue).joined(separator: "."))': \(context.debugDescription)"
         @unknown default: "\(error)"
         }
+    }
+}
+
+/// One log line per API request: method, path (never the query: tokens may travel there), status,
+/// time taken, and the account when there is one.
+struct RequestLogMiddleware: RouterMiddleware {
+    typealias Context = AppRequestContext
+    let logger: Logger
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        let start = ContinuousClock.now
+        do {
+            let response = try await next(request, context)
+            log(request, context: context, status: response.status.code, since: start)
+            return response
+        } catch let error as any HTTPResponseError {
+            log(request, context: context, status: error.status.code, since: start)
+            throw error
+        } catch {
+            log(request, context: context, status: 500, since: start)
+            throw error
+        }
+    }
+
+    private func log(_ request: Request, context: Context, status: Int, since start: ContinuousClock.Instant) {
+        let elapsed = ContinuousClock.now - start
+        var metadata: Logger.Metadata = [
+            "method": "\(request.method)", "path": "\(request.uri.path)", "status": "\(status)",
+            "ms": "\(elapsed.components.seconds * 1000 + elapsed.components.attoseconds / 1_000_000_000_000_000)",
+            "client": "\(context.remoteAddress?.ipAddress ?? "?")",
+        ]
+        if let identity = context.identity { metadata["user"] = "\(identity.userID)" }
+        logger.info("api request", metadata: metadata)
     }
 }

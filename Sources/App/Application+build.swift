@@ -1,6 +1,10 @@
+public import Auth
 public import Hummingbird
 public import Logging
 import Delivery
+import Metrics
+import Prometheus
+public import Storage
 import Foundation
 import IngestServer
 import NginxCompat
@@ -10,9 +14,11 @@ public import ServiceLifecycle
 public import StreamHub
 
 /// The request context every route of the app shares.
-public struct AppRequestContext: RequestContext, RemoteAddressRequestContext {
+public struct AppRequestContext: RequestContext, IdentityRequestContext {
     public var coreContext: CoreRequestContextStorage
     public let remoteAddress: SocketAddress?
+    /// The caller, when the request carries a valid access token.
+    public var identity: Identity?
 
     public init(source: Source) {
         coreContext = .init(source: source)
@@ -27,6 +33,9 @@ public struct EstuaryApplication: Service, CustomStringConvertible {
     public let segments: SegmentStore
     public let recordings: RecordingService
     public let relay: RelayService
+    public let storage: Storage
+    public let accounts: AccountService
+    public let channels: ChannelService
     /// The ports actually bound (useful with port 0).
     public let rtmpPort: ListeningPort
     public let httpPort: ListeningPort
@@ -34,8 +43,11 @@ public struct EstuaryApplication: Service, CustomStringConvertible {
     private let logger: Logger
 
     init(configuration: EstuaryConfiguration, hub: StreamHub, segments: SegmentStore, recordings: RecordingService,
-         relay: RelayService,
+         relay: RelayService, storage: Storage, accounts: AccountService, channels: ChannelService,
          rtmpPort: ListeningPort, httpPort: ListeningPort, services: [any Service], logger: Logger) {
+        self.storage = storage
+        self.accounts = accounts
+        self.channels = channels
         self.configuration = configuration
         self.hub = hub
         self.segments = segments
@@ -72,14 +84,14 @@ public struct EstuaryApplication: Service, CustomStringConvertible {
 /// `onRecordDone` is called (in order, never concurrently) each time a recording file is closed.
 public func buildApplication(_ configuration: EstuaryConfiguration, logger: Logger,
                              onRecordDone: @escaping @Sendable (RecordingDone) async -> Void = { _ in })
-    throws -> EstuaryApplication {
-    try buildApplication(configuration, logger: logger, onRecordDone: onRecordDone, makeRecorder: nil)
+    async throws -> EstuaryApplication {
+    try await buildApplication(configuration, logger: logger, onRecordDone: onRecordDone, makeRecorder: nil)
 }
 
 /// `buildApplication` with recording files opened by `makeRecorder` (tests make them fail).
 package func buildApplication(_ configuration: EstuaryConfiguration, logger: Logger,
                               onRecordDone: @escaping @Sendable (RecordingDone) async -> Void,
-                              makeRecorder: RecordingService.RecorderFactory?) throws -> EstuaryApplication {
+                              makeRecorder: RecordingService.RecorderFactory?) async throws -> EstuaryApplication {
     let registrySetup = try RegistrySetup(configuration, logger: logger)
     let hub = StreamHub(registry: registrySetup.registry, logger: logger)
     registrySetup.redis?.attach(hub)
@@ -88,18 +100,38 @@ package func buildApplication(_ configuration: EstuaryConfiguration, logger: Log
     let rtmpPort = ListeningPort()
     let httpPort = ListeningPort()
 
-    let authorizer = StaticKeyAuthorizer(channelsByKey: configuration.streamKeys)
-    if authorizer.isOpen {
-        logger.warning(
-            "NO STREAM KEYS CONFIGURED: publishing is OPEN to anyone who can reach the RTMP port; the channel is the stream name. Use --stream-key KEY=CHANNEL or --stream-keys-file to require keys.")
-    } else {
-        logger.info("stream keys loaded", metadata: ["count": "\(configuration.streamKeys.count)"])
-    }
     try FileManager.default.createDirectory(atPath: configuration.dataDirectory, withIntermediateDirectories: true)
+    let prometheus = PrometheusCollectorRegistry()
+    let metrics = PrometheusMetricsFactory(registry: prometheus)
+
+    // Accounts, channels and stream keys.
+    let storage = try await Storage.open(try configuration.databaseLocation, migrations: AuthMigrations.all,
+                                         eventLoopGroup: eventLoops, logger: logger)
+    let accounts: AccountService
+    let channels: ChannelService
+    do {
+        let secret = try JWTSecret.load(configured: configuration.jwtSecret, dataDirectory: configuration.dataDirectory)
+        accounts = AccountService(
+            storage: storage, accessTokens: await AccessTokens(secret: secret, lifetime: configuration.accessTokenLifetime),
+            refreshLifetime: configuration.refreshTokenLifetime, limits: configuration.accountLimits,
+            bcryptCost: configuration.bcryptCost, metrics: metrics, logger: logger)
+        channels = ChannelService(storage: storage, hub: hub, logger: logger)
+    } catch {
+        await storage.close()
+        throw error
+    }
 
     // One HTTP client for every notify hook, shut down after everything that calls it.
     let notify = configuration.onPlay != nil || configuration.onRecordDone != nil ? NotifyClient(logger: logger) : nil
     let playAccess = try playAuthorization(configuration, notify: notify, logger: logger)
+    let authorizer = PublishAccess(staticKeys: configuration.streamKeys, channels: channels, hook: nil,
+                                   metrics: metrics, logger: logger)
+    if !configuration.streamKeys.isEmpty {
+        logger.info("stream keys loaded", metadata: ["count": "\(configuration.streamKeys.count)"])
+    } else if try await !channels.hasAccounts() {
+        logger.warning(
+            "NO STREAM KEYS: publishing is OPEN to anyone who can reach the RTMP port; the channel is the stream name. Create an account and a key (API or `estuary keys create`) or use --stream-key KEY=CHANNEL to require keys.")
+    }
     let rtmp = RTMPServer(
         configuration: .init(host: configuration.bind, port: configuration.rtmpPort,
                              handshakeTimeout: .milliseconds(Int64(configuration.handshakeTimeout * 1000)),
@@ -147,9 +179,19 @@ package func buildApplication(_ configuration: EstuaryConfiguration, logger: Log
                                           // Players preflight Range requests; 2 h is the most Chrome keeps.
                                           maxAge: .seconds(7200)))
     router.get("/health") { _, _ -> Response in healthResponse(hub: hub) }
-    let api = router.group("/api/v1")
-        .add(middleware: APIErrorMiddleware())
-        .add(middleware: APIAccessMiddleware(token: configuration.apiToken))
+    router.get("/metrics") { _, _ -> Response in
+        Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"],
+                 body: ResponseBody(byteBuffer: ByteBuffer(bytes: prometheus.emitToBuffer())))
+    }
+    let v1 = router.group("/api/v1")
+        .add(middleware: RequestLogMiddleware(logger: logger))
+        .add(middleware: APIErrorMiddleware(logger: logger))
+        .add(middleware: IdentityMiddleware<AppRequestContext>(tokens: accounts.accessTokens))
+    // Accounts and channels answer anyone: each route checks the caller's token itself.
+    AuthRoutes<AppRequestContext>(accounts: accounts).add(to: v1)
+    ChannelRoutes<AppRequestContext>(channels: channels).add(to: v1)
+    // The operator's routes: an admin's token, the API token, or (with no API token) loopback.
+    let api = v1.group().add(middleware: APIAccessMiddleware(token: configuration.apiToken))
     StreamsAPI(hub: hub, nodeID: registrySetup.nodeID, sections: ["recordings": { recordings.status(channel: $0) },
                                    "relays": { relay.targets(channel: $0) }]).add(to: api)
     addRecordingRoutes(to: api, service: recordings)
@@ -201,14 +243,26 @@ package func buildApplication(_ configuration: EstuaryConfiguration, logger: Log
     }
     // Services stop in reverse order: RTMP publishers end first (pushes unpublish cleanly), then relays,
     // then HLS ends its playlists, recordings close their files, HTTP stops; hooks are last.
-    var services: [any Service] = []
+    var services: [any Service] = [StorageService(storage: storage)]
     if let registryService { services.append(registryService) }
     if let notify { services.append(notify) }
-    services += [http, recordings]
+    services += [http, recordings] as [any Service]
     if let hls { services.append(hls) }
-    services += [relay, rtmp]
+    services += [relay, rtmp] as [any Service]
     return EstuaryApplication(configuration: configuration, hub: hub, segments: segments, recordings: recordings,
-                              relay: relay, rtmpPort: rtmpPort, httpPort: httpPort,
-                              services: services,
+                              relay: relay, storage: storage, accounts: accounts, channels: channels,
+                              rtmpPort: rtmpPort, httpPort: httpPort, services: services,
                               logger: logger)
+}
+
+/// Closes the database after everything that uses it has stopped.
+struct StorageService: Service {
+    let storage: Storage
+
+    func run() async throws {
+        do {
+            try await gracefulShutdown()
+        } catch is CancellationError {}
+        await storage.close()
+    }
 }

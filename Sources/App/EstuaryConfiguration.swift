@@ -2,7 +2,9 @@ public import Configuration
 import Foundation
 public import Logging
 public import Packaging
+public import Auth
 import IngestServer
+public import Storage
 import StreamHub
 
 /// Everything `estuary serve` can be told, resolved from flags, then `ESTUARY_*`
@@ -43,6 +45,18 @@ public struct EstuaryConfiguration: Sendable, CustomStringConvertible {
     public var onRecordDone: String?
     /// Bearer token for `/api/v1`; without one the API answers loopback clients only.
     public var apiToken: String?
+    /// `postgres://…` for PostgreSQL; nil means the SQLite file `<dataDirectory>/estuary.sqlite`.
+    public var databaseURL: String?
+    /// HS256 secret of access tokens; nil means one generated on first start and kept in the data directory.
+    public var jwtSecret: String?
+    /// Seconds an access token is valid.
+    public var accessTokenLifetime = 900.0
+    /// Seconds a refresh token is valid.
+    public var refreshTokenLifetime = 30 * 86_400.0
+    /// Login throttles (not flags: tests tighten them).
+    public var accountLimits = AccountService.Limits()
+    /// bcrypt cost of new password hashes (not a flag: tests lower it to the minimum allowed, 10).
+    public var bcryptCost: UInt8 = Credentials.bcryptCost
     public var logLevel = Logger.Level.info
     /// Event loop threads for RTMP and HTTP; nil = the CPUs this process may run on.
     public var threads: Int?
@@ -56,6 +70,18 @@ public struct EstuaryConfiguration: Sendable, CustomStringConvertible {
     public var recordMaxSize: Int64 = 0
     /// Seconds per recording file before the next keyframe starts a new one; 0 = no limit.
     public var recordMaxDuration = 0.0
+
+    /// Where accounts, channels and stream keys are kept.
+    public var databaseLocation: DatabaseLocation {
+        get throws {
+            guard let databaseURL else { return .sqlite(path: dataDirectory + "/estuary.sqlite") }
+            do {
+                return try DatabaseLocation(url: databaseURL)
+            } catch {
+                throw ConfigurationError.invalid(error.description)
+            }
+        }
+    }
 
     /// The directory recordings are written to.
     public var recordingDirectory: String { recordPath ?? dataDirectory + "/recordings" }
@@ -90,6 +116,7 @@ public struct EstuaryConfiguration: Sendable, CustomStringConvertible {
             + " record=\(recordMode.rawValue)"
             + " relayPush=\(relayPush.count) relayPull=\(relayPull.count)"
             + " registry=\(redisURL == nil ? "memory" : "redis")"
+            + " database=\((try? databaseLocation)?.description ?? "invalid")"
     }
 
     public enum ConfigurationError: Error, CustomStringConvertible {
@@ -141,6 +168,10 @@ public struct EstuaryConfiguration: Sendable, CustomStringConvertible {
         onPlay = config.string(forKey: "onPlay")
         onRecordDone = config.string(forKey: "onRecordDone")
         apiToken = config.string(forKey: "apiToken", isSecret: true)
+        databaseURL = config.string(forKey: "databaseUrl", isSecret: true)
+        jwtSecret = config.string(forKey: "jwtSecret", isSecret: true)
+        accessTokenLifetime = try number("accessTokenTtl", accessTokenLifetime)
+        refreshTokenLifetime = try number("refreshTokenTtl", refreshTokenLifetime)
         let level = config.string(forKey: "logLevel", default: "info")
         guard let parsedLevel = Logger.Level(rawValue: level) else {
             throw ConfigurationError.invalid("log level '\(level)' is not one of \(Logger.Level.allCases.map(\.rawValue))")
@@ -297,6 +328,15 @@ public struct EstuaryConfiguration: Sendable, CustomStringConvertible {
             guard let url = URL(string: hook), ["http", "https"].contains(url.scheme ?? ""), url.host != nil else {
                 throw ConfigurationError.invalid("\(name) '\(hook)' is not an http(s) URL")
             }
+        }
+        _ = try databaseLocation
+        guard jwtSecret.map({ $0.utf8.count >= 32 }) ?? true else {
+            throw ConfigurationError.invalid("JWT secret must be at least 32 bytes")
+        }
+        guard accessTokenLifetime >= 10, accessTokenLifetime <= 86_400, refreshTokenLifetime >= 60,
+              refreshTokenLifetime <= 400 * 86_400
+        else {
+            throw ConfigurationError.invalid("access token TTL must be 10 s…1 day, refresh token TTL 60 s…400 days")
         }
         guard recordMaxSize >= 0, (0...1e9).contains(recordMaxDuration) else {
             throw ConfigurationError.invalid("record max size and duration must be 0 (no limit) or positive")

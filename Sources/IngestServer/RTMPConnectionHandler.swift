@@ -253,6 +253,13 @@ final class RTMPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
                 return
             }
             self.publisher = publisher
+            let stopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+            publisher.stream.onStopRequested { [eventLoop = context.eventLoop] reason in
+                eventLoop.execute {
+                    let (handler, context) = stopBound.value
+                    handler.close(context: context, reason: reason)
+                }
+            }
             setupTimeout?.cancel()
             logger[metadataKey: "channel"] = "\(publisher.stream.channel)"
             logger.info("publishing")

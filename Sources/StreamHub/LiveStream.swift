@@ -38,12 +38,28 @@ public final class LiveStream: Sendable {
     public let startedAt: Date
     private let gopCacheLimits: GOPCacheLimits
     private let state = Mutex(State())
+    /// How to end the publish from outside (a revoked key, a deleted channel): set by the
+    /// publisher's connection.
+    private let stopHandler = Mutex<(@Sendable (String) -> Void)?>(nil)
 
     init(channel: String, app: String, gopCacheLimits: GOPCacheLimits) {
         self.channel = channel
         self.app = app
         self.startedAt = Date()
         self.gopCacheLimits = gopCacheLimits
+    }
+
+    /// The publisher's connection says how to end it when `requestStop` is called.
+    public func onStopRequested(_ handler: @escaping @Sendable (String) -> Void) {
+        stopHandler.withLock { $0 = handler }
+    }
+
+    /// Asks the publisher's connection to end the publish; false if nobody can.
+    @discardableResult
+    public func requestStop(reason: String) -> Bool {
+        guard let handler = stopHandler.withLock({ $0 }) else { return false }
+        handler(reason)
+        return true
     }
 
     public var description: StreamDescription? { state.withLock { $0.description } }

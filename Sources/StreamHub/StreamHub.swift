@@ -141,6 +141,12 @@ public final class StreamHub: Sendable {
         state.withLock { $0.streams[channel] }
     }
 
+    /// Ends the publish on `channel` (its key was revoked, say); false when it is not live here.
+    @discardableResult
+    public func stopPublishing(channel: String, reason: String) -> Bool {
+        stream(channel: channel)?.requestStop(reason: reason) ?? false
+    }
+
     public var liveChannels: [String] {
         state.withLock { Array($0.streams.keys) }
     }

@@ -47,7 +47,7 @@ struct Estuary: AsyncParsableCommand {
             Every option has an ESTUARY_<NAME> variable; flags win over the environment.
             See `estuary serve --help` for all of them (recording, relays, signed URLs, API).
             """,
-        subcommands: [Serve.self, SignURL.self],
+        subcommands: [Serve.self, SignURL.self, Users.self, Keys.self],
         defaultSubcommand: Serve.self)
 }
 
@@ -126,6 +126,14 @@ struct Serve: AsyncParsableCommand {
     var onRecordDone: String?
     @Option(help: "Bearer token for /api/v1 (16+ characters); without one the API answers loopback clients only. [ESTUARY_API_TOKEN]")
     var apiToken: String?
+    @Option(help: "postgres://user:pass@host:port/db for PostgreSQL; default: SQLite file <data-dir>/estuary.sqlite. [ESTUARY_DATABASE_URL]")
+    var databaseUrl: String?
+    @Option(help: "HS256 secret of access tokens (32+ bytes); default: generated once into <data-dir>/jwt-secret. [ESTUARY_JWT_SECRET]")
+    var jwtSecret: String?
+    @Option(help: "Seconds an access token is valid. [ESTUARY_ACCESS_TOKEN_TTL, default 900]")
+    var accessTokenTtl: Double?
+    @Option(help: "Seconds a refresh token is valid. [ESTUARY_REFRESH_TOKEN_TTL, default 2592000 (30 days)]")
+    var refreshTokenTtl: Double?
     @Option(help: "Record channels: all, off or manual (started and stopped through the API). [ESTUARY_RECORD, default off]")
     var record: String?
     @Option(help: "Recording format: flv, mp4 or both. [ESTUARY_RECORD_FORMAT, default both]")
@@ -169,7 +177,7 @@ struct Serve: AsyncParsableCommand {
         }
         let logger = Logger(label: "estuary")
         tuneMalloc()
-        let app = try buildApplication(configuration, logger: logger)
+        let app = try await buildApplication(configuration, logger: logger)
         let group = ServiceGroup(configuration: .init(
             services: [.init(service: app)], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
@@ -179,7 +187,7 @@ struct Serve: AsyncParsableCommand {
     /// What these flags and `environment` resolve to: a flag wins over its `ESTUARY_*` variable,
     /// which wins over the default. Invalid values are a `ValidationError` (usage exit code).
     func configuration(environment: [String: String]) throws -> EstuaryConfiguration {
-        let secrets = ["streamKey", "playSecret", "apiToken", "relayPush", "relayPull", "redisUrl"]
+        let secrets = ["streamKey", "playSecret", "apiToken", "relayPush", "relayPull", "databaseUrl", "jwtSecret", "redisUrl"]
         var flags: [AbsoluteConfigKey: ConfigValue] = [:]
         func flag(_ key: String, _ content: ConfigContent?) {
             if let content { flags[AbsoluteConfigKey(stringLiteral: "estuary.\(key)")] = ConfigValue(content, isSecret: secrets.contains(key)) }
@@ -206,6 +214,10 @@ struct Serve: AsyncParsableCommand {
         flag("onPlay", onPlay.map(ConfigContent.string))
         flag("onRecordDone", onRecordDone.map(ConfigContent.string))
         flag("apiToken", apiToken.map(ConfigContent.string))
+        flag("databaseUrl", databaseUrl.map(ConfigContent.string))
+        flag("jwtSecret", jwtSecret.map(ConfigContent.string))
+        flag("accessTokenTtl", accessTokenTtl.map { .string("\($0)") })
+        flag("refreshTokenTtl", refreshTokenTtl.map { .string("\($0)") })
         flag("relayPush", relayPush.isEmpty ? nil : .stringArray(relayPush))
         flag("relayPull", relayPull.isEmpty ? nil : .stringArray(relayPull))
         flag("relayPullIdle", relayPullIdle.map { .string("\($0)") })
@@ -228,7 +240,8 @@ struct Serve: AsyncParsableCommand {
             EnvironmentVariablesProvider(
                 environmentVariables: environment,
                 secretsSpecifier: .specific(["ESTUARY_STREAM_KEY", "ESTUARY_PLAY_SECRET", "ESTUARY_API_TOKEN",
-                                             "ESTUARY_RELAY_PUSH", "ESTUARY_RELAY_PULL", "ESTUARY_REDIS_URL"])),
+                                             "ESTUARY_RELAY_PUSH", "ESTUARY_RELAY_PULL", "ESTUARY_DATABASE_URL",
+                                             "ESTUARY_JWT_SECRET", "ESTUARY_REDIS_URL"])),
         ])
         do {
             return try EstuaryConfiguration(reader: reader)

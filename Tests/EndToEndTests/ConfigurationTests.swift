@@ -129,7 +129,7 @@ struct ConfigurationTests {
                 "\(logs)")
         #expect(logs.contains { $0.hasPrefix("info HTTP listening ") && $0.contains("address=http://127.0.0.1:\(open.httpPort)") },
                 "\(logs)")
-        #expect(logs.contains { $0.hasPrefix("warning NO STREAM KEYS CONFIGURED: publishing is OPEN") }, "\(logs)")
+        #expect(logs.contains { $0.hasPrefix("warning NO STREAM KEYS: publishing is OPEN") }, "\(logs)")
         try await open.stop()
 
         let keyed = try await TestServer { $0.streamKeys = ["k": "main"] }

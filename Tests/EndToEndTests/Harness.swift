@@ -70,7 +70,7 @@ final class TestServer: Sendable {
         configure(&configuration)
         let capture = logs
         let logger = Logger(label: "estuary-test") { _ in LogCapture.Handler(capture: capture) }
-        app = try buildApplication(configuration, logger: logger, onRecordDone: { _ in }, makeRecorder: makeRecorder)
+        app = try await buildApplication(configuration, logger: logger, onRecordDone: { _ in }, makeRecorder: makeRecorder)
         let group = ServiceGroup(configuration: .init(services: [.init(service: app)], logger: logger))
         self.group = group
         task = Task { try await group.run() }
