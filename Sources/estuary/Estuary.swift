@@ -43,6 +43,8 @@ struct Estuary: AsyncParsableCommand {
               --stream-key <key=channel>     allow KEY to publish as CHANNEL, repeatable (ESTUARY_STREAM_KEY);
                                              with no keys anyone may publish, the channel is the stream name
               --log-level <level>            trace … critical (ESTUARY_LOG_LEVEL, default info)
+              --redis-url <url>              share live streams with other nodes through Redis,
+                                             redis://[:password@]host:port/db (ESTUARY_REDIS_URL)
 
             Every option has an ESTUARY_<NAME> variable; flags win over the environment.
             See `estuary serve --help` for all of them (recording, relays, signed URLs, API).
