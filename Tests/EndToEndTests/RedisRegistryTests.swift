@@ -170,6 +170,16 @@ extension EndToEnd {
             #expect(nodes.first?["httpURL"] as? String == "http://127.0.0.1:\(a.httpPort)")
             #expect(nodes.first?["streams"] as? Int == 1)
 
+            // A real HLS player (ffmpeg) pointed at node-b plays node-a's stream: 4 s of audio and video.
+            let recording = FileManager.default.temporaryDirectory.appendingPathComponent("estuary-two-nodes-\(UUID().uuidString).ts").path
+            defer { try? FileManager.default.removeItem(atPath: recording) }
+            let played = try await ChildProcess.run("ffmpeg", ["-hide_banner", "-v", "error", "-i", "http://127.0.0.1:\(b.httpPort)/live/view/index.m3u8",
+                                                               "-t", "4", "-c", "copy", "-f", "mpegts", recording])
+            #expect(played.status == 0, "\(played.stderr)")
+            let probed = try await ProbedSegment.probe(recording)
+            #expect((probed.videoPTS.last ?? 0) - (probed.videoPTS.first ?? 0) >= 3, "\(probed.videoPTS.count) video packets")
+            #expect(!probed.audioPTS.isEmpty)
+
             for player in players { player.kill() }
             for player in players { _ = try await player.wait() }
             try await Self.waitUntil("RTMP viewers back to 0") { try await redis.hash("estuary:stream:view")["viewers_rtmp"] == "0" }
