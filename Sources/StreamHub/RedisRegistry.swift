@@ -139,8 +139,7 @@ public final class RedisRegistry: Registry {
         let channels = try await client.command(["ZRANGE", keys.live, "0", "9999"]).array ?? []
         let names = channels.compactMap(\.string)
         let replies = await client.pipeline(names.map { ["HGETALL", keys.stream($0)] })
-        return try replies.compactMap { try RedisHash(try $0.get()).flatMap(ActiveStream.init(hash:)) }
-            .sorted { $0.channel < $1.channel }
+        return try decoded(replies, as: "stream", ActiveStream.init(hash:)).sorted { $0.channel < $1.channel }
     }
 
     public func activeStream(channel: String) async throws -> ActiveStream? {
@@ -150,8 +149,25 @@ public final class RedisRegistry: Registry {
     public func nodes() async throws -> [NodeRecord] {
         let ids = (try await client.command(["ZRANGE", keys.nodes, "0", "999"]).array ?? []).compactMap(\.string)
         let replies = await client.pipeline(ids.map { ["HGETALL", keys.node($0)] })
-        return try replies.compactMap { try RedisHash(try $0.get()).flatMap(NodeRecord.init(hash:)) }
-            .sorted { $0.id < $1.id }
+        return try decoded(replies, as: "node", NodeRecord.init(hash:)).sorted { $0.id < $1.id }
+    }
+
+    /// Hashes of a listing: a lost connection fails the listing, one unreadable entry (someone wrote
+    /// another type under our key) is left out with a log line instead of hiding every other.
+    private func decoded<Value>(_ replies: [Result<RedisReply, RedisError>], as kind: String,
+                                _ make: (RedisHash) -> Value?) throws(RedisError) -> [Value] {
+        var values: [Value] = []
+        for reply in replies {
+            do throws(RedisError) {
+                if let hash = try RedisHash(try reply.get()), let value = make(hash) { values.append(value) }
+            } catch {
+                if case .connectionLost = error { throw error }
+                if case .unavailable = error { throw error }
+                if case .timeout = error { throw error }
+                logger.warning("registry entry unreadable, left out", metadata: ["kind": "\(kind)", "error": "\(error)"])
+            }
+        }
+        return values
     }
 
     /// The HTTP base URL of the node that publishes `channel`, if it is live on another node.
