@@ -1,7 +1,7 @@
 import Auth
 import Crypto
 import Foundation
-public import Hummingbird
+import Hummingbird
 import Logging
 import NIOCore
 
