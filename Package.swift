@@ -21,6 +21,9 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-configuration.git", from: "1.4.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
         .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.0"),
+        // HTTP/1 parts as HTTPTypes (what Hummingbird's pipeline carries), for the HLS fast path.
+        .package(url: "https://github.com/apple/swift-nio-extras.git", from: "1.24.0"),
+        .package(url: "https://github.com/apple/swift-http-types.git", from: "1.3.0"),
         .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
         .package(url: "https://github.com/apple/swift-crypto.git", "3.12.0"..<"5.0.0"),
         // Accounts and stream keys: Fluent over SQLite (embedded default) or PostgreSQL (by URL),
@@ -102,6 +105,9 @@ let package = Package(
             dependencies: [
                 "Packaging",
                 .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "NIOHTTPTypes", package: "swift-nio-extras"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "NIOCore", package: "swift-nio"),
             ],
             swiftSettings: swiftSettings
         ),
@@ -236,6 +242,9 @@ let package = Package(
             dependencies: [
                 // The executable too: configuration tests parse `estuary serve` flags as the binary does.
                 "estuary", "App", "RTMP", "MediaCore", "StreamHub", "IngestServer", "Packaging", "TestSupport", "Auth",
+                "Delivery",
+                .product(name: "NIOHTTPTypes", package: "swift-nio-extras"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "NIOCore", package: "swift-nio"),

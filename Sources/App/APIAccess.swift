@@ -1,8 +1,9 @@
 import Auth
 import Crypto
 import Foundation
-public import Hummingbird
+import Hummingbird
 import Logging
+import Storage
 import NIOCore
 
 /// Guards the operator's routes (streams, recordings, relays): an administrator's access token
@@ -57,6 +58,9 @@ struct APIErrorMiddleware: RouterMiddleware {
             return Self.json(.badRequest, "malformed JSON body: \(Self.describe(error))")
         } catch let error as any HTTPResponseError {
             return Self.json(error.status, error.status.reasonPhrase)
+        } catch where Storage.isUnavailable(error) {
+            logger.error("API request failed: database unavailable", metadata: ["path": "\(request.uri.path)", "error": "\(error)"])
+            return Self.json(.serviceUnavailable, "the database is unavailable; retry later", headers: [.retryAfter: "5"])
         } catch {
             logger.error("API request failed", metadata: ["path": "\(request.uri.path)", "error": "\(error)"])
             return Self.json(.internalServerError, "internal error")

@@ -226,8 +226,14 @@ package func buildApplication(_ configuration: EstuaryConfiguration, logger: Log
         return node
     }
 
+    let httpAccess = playAccess.http
     let http = Application(
         router: router,
+        // Open channels' playlists and whole segments are answered on the event loop (HLSFastPath);
+        // everything else goes through the router.
+        server: .http1(additionalChannelHandlers: [
+            HLSFastPath(store: segments, serverName: "Estuary", isOpen: { httpAccess($0, nil) == .open }),
+        ]),
         configuration: .init(address: .hostname(configuration.bind, port: configuration.httpPort), serverName: "Estuary"),
         onServerRunning: { channel in
             let port = channel.localAddress?.port ?? configuration.httpPort

@@ -1,7 +1,7 @@
 import FluentKit
 import FluentSQL
 public import Foundation
-public import Hummingbird
+import Hummingbird
 public import Logging
 public import Metrics
 public import Storage

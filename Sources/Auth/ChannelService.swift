@@ -1,6 +1,6 @@
 import FluentKit
 public import Foundation
-public import Hummingbird
+import Hummingbird
 public import Logging
 public import Storage
 public import StreamHub

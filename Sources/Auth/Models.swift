@@ -1,6 +1,6 @@
 public import FluentKit
 import Storage
-public import Foundation
+import Foundation
 
 /// An account. Email and username are stored lowercased, so uniqueness ignores case.
 public final class User: Model, @unchecked Sendable {

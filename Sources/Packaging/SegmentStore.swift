@@ -13,7 +13,11 @@ public final class SegmentStore: Sendable {
 
     private struct Channel {
         var playlist: MediaPlaylist
-        var renderedPlaylist: String
+        var renderedPlaylist: String {
+            didSet { playlistBytes = ByteBuffer(string: renderedPlaylist) }
+        }
+        /// The playlist as HTTP sends it, made once per change rather than once per request.
+        var playlistBytes = ByteBuffer()
         /// ByteBuffers: HTTP responses share the bytes instead of copying a segment per request.
         var segments: [Int: ByteBuffer] = [:]
         var retired: [Int] = []
@@ -29,6 +33,11 @@ public final class SegmentStore: Sendable {
     /// The playlist text, or nil for an unknown channel.
     public func playlist(channel: String) -> String? {
         channels.withLock { $0[channel]?.renderedPlaylist }
+    }
+
+    /// The playlist's bytes, shared (no copy), or nil for an unknown channel.
+    public func playlistBytes(channel: String) -> ByteBuffer? {
+        channels.withLock { $0[channel]?.playlistBytes }
     }
 
     /// The segment's bytes, shared (no copy).

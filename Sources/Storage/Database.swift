@@ -127,3 +127,15 @@ extension Database {
         try await execute(sql: "CREATE INDEX IF NOT EXISTS \(name) ON \(table) (\(columns.joined(separator: ", ")))")
     }
 }
+
+extension Storage {
+    /// Whether `error` means the database could not be reached (as opposed to a bad query): the
+    /// API answers 503 for these, and publishing with a database key is refused with that reason.
+    public static func isUnavailable(_ error: any Error) -> Bool {
+        if let error = error as? PSQLError {
+            return [.connectionError, .serverClosedConnection, .clientClosedConnection].contains(error.code)
+        }
+        return error is ConnectionPoolTimeoutError || error is ConnectionPoolError || error is NIOConnectionError
+            || error is ChannelError || error is IOError
+    }
+}

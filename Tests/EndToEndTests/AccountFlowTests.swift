@@ -248,3 +248,35 @@ extension EndToEnd.AccountAPI {
         try await server.stop()
     }
 }
+
+extension EndToEnd {
+    @Suite("PostgreSQL going away", .postgres)
+    struct DatabaseDown {
+        @Test("with PostgreSQL stopped: the API answers 503 as JSON, a database key is refused with the reason, a configured key still publishes")
+        func databaseDown() async throws {
+            let postgres = try #require(PostgresServer.current)
+            let server = try await TestServer {
+                $0.databaseURL = postgres.url(database: (try? postgres.createDatabase()) ?? "postgres")
+                $0.bcryptCost = 10
+                $0.streamKeys = ["config-key-123": "configured"]
+            }
+            let api = try await APIClient(server: server).signUp("survivor")
+            _ = try await api.call("POST", "/api/v1/channels", json: ["name": "dbchan"])
+            let key = try #require(try await api.call("POST", "/api/v1/channels/dbchan/keys").json["key"] as? String)
+
+            postgres.stop()
+            let login = try await APIClient(server: server).call(
+                "POST", "/api/v1/auth/login", json: ["email": "survivor@example.com", "password": "correct horse battery"])
+            #expect(login.status == 503 && login.errorMessage.contains("database is unavailable"), "\(login.status) \(login.text)")
+            #expect(login.headers["retry-after"] == "5")
+
+            let refused = try await publish("video-only.flv", to: server.rtmpURL(key)).wait()
+            #expect(refused.status != 0 && refused.stderr.contains("stream keys are unavailable"), "\(refused.stderr)")
+            let configured = try publish("video-only.flv", to: server.rtmpURL("config-key-123"))
+            _ = try await server.waitForPlaylist("configured") { !$0.segments.isEmpty }
+            #expect(try await configured.wait().status == 0)
+            #expect(try await server.get("/health").status == 200)
+            try await server.stop()
+        }
+    }
+}

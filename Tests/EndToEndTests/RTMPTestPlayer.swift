@@ -33,7 +33,7 @@ enum StalledPlayer {
         try await connection.writeAndFlush(c0c1)
         try await received.futureResult.get()
         // Stop reading: the kernel buffers fill and the server's writes to us stall.
-        try await connection.setOption(.autoRead, value: false)
+        try await connection.setOption(.autoRead, value: false).get()
 
         var out = ByteBuffer(bytes: [UInt8](repeating: 0, count: ServerHandshake.packetSize))
         var encoder = ChunkEncoder()

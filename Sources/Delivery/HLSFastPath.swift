@@ -1,0 +1,131 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+public import HTTPTypes
+public import NIOCore
+public import NIOHTTPTypes
+public import Packaging
+
+/// Answers the requests an HLS audience makes all the time — `GET`/`HEAD` of an open channel's
+/// playlist or a whole segment held in memory — on the event loop, from the `SegmentStore`,
+/// without going through the router and its per-request task. Everything else passes through to
+/// Hummingbird unchanged: query strings (signed URLs), `Range`, `Origin` (CORS), `Connection: close`,
+/// private channels, misses (the router's 404 and 403 say why). The answers are the router's
+/// answers, byte for byte in status, headers and body.
+///
+/// HTTP/1.1 pipelining keeps its order: while a request passed to Hummingbird has not been
+/// answered (its response `.end` has not gone out through this handler), later requests pass
+/// through too.
+public final class HLSFastPath: ChannelDuplexHandler, RemovableChannelHandler {
+    public typealias InboundIn = HTTPRequestPart
+    public typealias InboundOut = HTTPRequestPart
+    public typealias OutboundIn = HTTPResponsePart
+    public typealias OutboundOut = HTTPResponsePart
+
+    private let store: SegmentStore
+    private let isOpen: @Sendable (_ channel: String) -> Bool
+    private let serverName: String
+    /// Requests handed to Hummingbird whose response has not ended yet.
+    private var inFlight = 0
+    /// The current request is Hummingbird's (its body and end follow it there).
+    private var passing = false
+    /// The answer to the current request, sent when its `.end` arrives.
+    private var answer: (head: HTTPResponse, body: ByteBuffer?)?
+    private var date = HTTPDate()
+
+    /// - Parameter isOpen: whether a channel may be read without a signed URL.
+    public init(store: SegmentStore, serverName: String, isOpen: @escaping @Sendable (_ channel: String) -> Bool) {
+        self.store = store
+        self.serverName = serverName
+        self.isOpen = isOpen
+    }
+
+    public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case .head(let request):
+            if inFlight == 0, !passing, let answer = answer(request) {
+                self.answer = answer
+            } else {
+                passing = true
+                inFlight += 1
+                context.fireChannelRead(data)
+            }
+        case .body:
+            if answer == nil { context.fireChannelRead(data) }
+        case .end:
+            guard let answer else {
+                passing = false
+                context.fireChannelRead(data)
+                return
+            }
+            self.answer = nil
+            context.write(wrapOutboundOut(.head(answer.head)), promise: nil)
+            if let body = answer.body { context.write(wrapOutboundOut(.body(body)), promise: nil) }
+            context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+        }
+    }
+
+    public func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        if case .end = unwrapOutboundIn(data) { inFlight = max(0, inFlight - 1) }
+        context.write(data, promise: promise)
+    }
+
+    /// The response to `request` if it is one this handler answers.
+    func answer(_ request: HTTPRequest) -> (head: HTTPResponse, body: ByteBuffer?)? {
+        let isHead = request.method == .head
+        guard request.method == .get || isHead, let path = request.path, path.hasPrefix("/live/"),
+              request.headerFields[.range] == nil, request.headerFields[.origin] == nil,
+              request.headerFields[.connection]?.lowercased() != "close"
+        else { return nil }
+        // `/live/<channel>/<file>`, nothing more (no query, no further segments).
+        let rest = path.utf8.dropFirst(6)
+        guard let slash = rest.firstIndex(of: UInt8(ascii: "/")) else { return nil }
+        let channel = String(Substring(rest[..<slash]))
+        let file = Substring(rest[rest.index(after: slash)...])
+        guard !channel.isEmpty, !file.isEmpty, !file.utf8.contains(UInt8(ascii: "/")),
+              !file.utf8.contains(UInt8(ascii: "?")), isOpen(channel)
+        else { return nil }
+        var fields = HTTPFields()
+        let body: ByteBuffer
+        if file == "index.m3u8" {
+            guard let playlist = store.playlistBytes(channel: channel) else { return nil }
+            fields[.contentType] = "application/vnd.apple.mpegurl"
+            fields[.cacheControl] = "no-cache"
+            body = playlist
+        } else {
+            guard file.hasSuffix(".ts"), let sequence = Int(file.dropLast(3)), sequence >= 0,
+                  let segment = store.segment(channel: channel, sequence: sequence)
+            else { return nil }
+            fields[.contentType] = "video/mp2t"
+            fields[.cacheControl] = "public, max-age=86400, immutable"
+            fields[.acceptRanges] = "bytes"
+            body = segment
+        }
+        fields[.contentLength] = String(body.readableBytes)
+        fields[.date] = date.now()
+        fields[.server] = serverName
+        return (HTTPResponse(status: .ok, headerFields: fields), isHead ? nil : body)
+    }
+}
+
+/// The `Date` header (IMF-fixdate), formatted once per second.
+struct HTTPDate {
+    private var second = -1
+    private var text = ""
+
+    mutating func now() -> String {
+        var spec = timespec()
+        clock_gettime(CLOCK_REALTIME, &spec)
+        guard spec.tv_sec != second else { return text }
+        second = spec.tv_sec
+        var seconds = spec.tv_sec
+        var parts = tm()
+        gmtime_r(&seconds, &parts)
+        let days = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"]
+        let months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
+        func two(_ value: Int32) -> String { value < 10 ? "0\(value)" : "\(value)" }
+        text = "\(days[Int(parts.tm_wday)]), \(two(parts.tm_mday)) \(months[Int(parts.tm_mon)]) \(parts.tm_year + 1900) "
+            + "\(two(parts.tm_hour)):\(two(parts.tm_min)):\(two(parts.tm_sec)) GMT"
+        return text
+    }
+}
