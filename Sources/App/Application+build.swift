@@ -208,9 +208,7 @@ package func buildApplication(_ configuration: EstuaryConfiguration, logger: Log
     router.addRoutes(HLSRoutes<AppRequestContext>(
         store: segments, access: playAccess.http, elsewhere: elsewhere,
         onPlaylist: { channel, request, context in
-            // An HLS session: one player at one address (players send no session id of their own).
-            let address = context.remoteAddress?.ipAddress ?? "?"
-            hub.registry.hlsSessionSeen(channel: channel, session: "\(address) \(request.headers[.userAgent] ?? "")")
+            hub.registry.hlsSessionSeen(channel: channel, session: hlsSession(context.remoteAddress, request.headers[.userAgent]))
         }).routes, atPath: "/live")
     // Where this node is reached, for its registry record and `/api/v1/nodes`.
     let addresses: @Sendable () async throws -> (http: String, rtmp: String) = {
@@ -227,12 +225,18 @@ package func buildApplication(_ configuration: EstuaryConfiguration, logger: Log
     }
 
     let httpAccess = playAccess.http
+    let sharedRegistry = registrySetup.redis != nil
     let http = Application(
         router: router,
         // Open channels' playlists and whole segments are answered on the event loop (HLSFastPath);
         // everything else goes through the router.
         server: .http1(additionalChannelHandlers: [
-            HLSFastPath(store: segments, serverName: "Estuary", isOpen: { httpAccess($0, nil) == .open }),
+            // With Redis, only channels live here: the router redirects those live on another node.
+            HLSFastPath(store: segments, serverName: "Estuary",
+                        isOpen: { httpAccess($0, nil) == .open && (!sharedRegistry || hub.stream(channel: $0) != nil) },
+                        onPlaylist: { channel, address, userAgent in
+                            hub.registry.hlsSessionSeen(channel: channel, session: hlsSession(address, userAgent))
+                        }),
         ]),
         configuration: .init(address: .hostname(configuration.bind, port: configuration.httpPort), serverName: "Estuary"),
         onServerRunning: { channel in

@@ -103,6 +103,11 @@ final class RemoteChannelResolver: Sendable {
     }
 }
 
+/// An HLS session: one player at one address (players send no session id of their own).
+func hlsSession(_ address: SocketAddress?, _ userAgent: String?) -> String {
+    "\(address?.ipAddress ?? "?") \(userAgent ?? "")"
+}
+
 /// `GET /health`: 200 while the node serves; `degraded` (with the reason) when the registry is.
 func healthResponse(hub: StreamHub) -> Response {
     let health = hub.registry.health

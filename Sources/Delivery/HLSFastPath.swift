@@ -24,20 +24,32 @@ public final class HLSFastPath: ChannelDuplexHandler, RemovableChannelHandler {
 
     private let store: SegmentStore
     private let isOpen: @Sendable (_ channel: String) -> Bool
+    /// Told of each playlist answered here (viewer counting), as `HLSRoutes` tells of its own.
+    private let onPlaylist: @Sendable (_ channel: String, _ address: SocketAddress?, _ userAgent: String?) -> Void
     private let serverName: String
     /// Requests handed to Hummingbird whose response has not ended yet.
     private var inFlight = 0
     /// The current request is Hummingbird's (its body and end follow it there).
     private var passing = false
     /// The answer to the current request, sent when its `.end` arrives.
-    private var answer: (head: HTTPResponse, body: ByteBuffer?)?
+    private var answer: Answer?
+
+    struct Answer {
+        var head: HTTPResponse
+        var body: ByteBuffer?
+        var channel: String?
+        var playlist = false
+    }
     private var date = HTTPDate()
 
     /// - Parameter isOpen: whether a channel may be read without a signed URL.
-    public init(store: SegmentStore, serverName: String, isOpen: @escaping @Sendable (_ channel: String) -> Bool) {
+    public init(store: SegmentStore, serverName: String, isOpen: @escaping @Sendable (_ channel: String) -> Bool,
+                onPlaylist: @escaping @Sendable (_ channel: String, _ address: SocketAddress?, _ userAgent: String?) -> Void
+                    = { _, _, _ in }) {
         self.store = store
         self.serverName = serverName
         self.isOpen = isOpen
+        self.onPlaylist = onPlaylist
     }
 
     public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -45,6 +57,9 @@ public final class HLSFastPath: ChannelDuplexHandler, RemovableChannelHandler {
         case .head(let request):
             if inFlight == 0, !passing, let answer = answer(request) {
                 self.answer = answer
+                if answer.playlist, let channel = answer.channel {
+                    onPlaylist(channel, context.channel.remoteAddress, request.headerFields[.userAgent])
+                }
             } else {
                 passing = true
                 inFlight += 1
@@ -71,7 +86,7 @@ public final class HLSFastPath: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     /// The response to `request` if it is one this handler answers.
-    func answer(_ request: HTTPRequest) -> (head: HTTPResponse, body: ByteBuffer?)? {
+    func answer(_ request: HTTPRequest) -> Answer? {
         let isHead = request.method == .head
         guard request.method == .get || isHead, let path = request.path, path.hasPrefix("/live/"),
               request.headerFields[.range] == nil, request.headerFields[.origin] == nil,
@@ -104,7 +119,8 @@ public final class HLSFastPath: ChannelDuplexHandler, RemovableChannelHandler {
         fields[.contentLength] = String(body.readableBytes)
         fields[.date] = date.now()
         fields[.server] = serverName
-        return (HTTPResponse(status: .ok, headerFields: fields), isHead ? nil : body)
+        return Answer(head: HTTPResponse(status: .ok, headerFields: fields), body: isHead ? nil : body, channel: channel,
+                      playlist: file == "index.m3u8")
     }
 }
 
