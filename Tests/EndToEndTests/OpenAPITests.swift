@@ -2,6 +2,10 @@ import App
 import Foundation
 import Testing
 
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
+
 extension EndToEnd {
     @Suite("OpenAPI document")
     struct OpenAPI {
@@ -34,6 +38,22 @@ extension EndToEnd {
             let unregistered = documented.subtracting(registered).sorted()
             #expect(undocumented.isEmpty, "routes missing from openapi.yaml: \(undocumented)")
             #expect(unregistered.isEmpty, "operations in openapi.yaml that no route answers: \(unregistered)")
+        }
+
+        @Test("a body larger than the route takes is 413 with the JSON error body, as documented")
+        func tooLarge() async throws {
+            let server = try await TestServer()
+            for (path, size) in [("/api/v1/streams/abc/relays", 8 << 10), ("/api/v1/auth/login", 64 << 10)] {
+                var request = URLRequest(url: server.httpURL(path))
+                request.httpMethod = "POST"
+                request.setValue("application/json", forHTTPHeaderField: "Content-Type")
+                request.httpBody = Data(#"{"url":""#.utf8) + Data(repeating: UInt8(ascii: "a"), count: size) + Data(#""}"#.utf8)
+                let (body, response) = try await URLSession.shared.data(for: request)
+                #expect((response as? HTTPURLResponse)?.statusCode == 413, "\(path)")
+                let error = try #require(try JSONSerialization.jsonObject(with: body) as? [String: [String: String]])
+                #expect(error["error"]?["code"] == "content_too_large", "\(path): \(error)")
+            }
+            try await server.stop()
         }
 
         @Test("the reader of the paths section refuses what it does not understand")
