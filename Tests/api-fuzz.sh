@@ -10,12 +10,14 @@
 # command line (as the first admin is made), a streamer registers and logs in through the API,
 # creates channel `fuzz-live` and a stream key, and ffmpeg publishes with that key, so it is live
 # (HLS, recordings and relays have something to act on). Schemathesis then authenticates as the
-# administrator: the operator's routes and every channel's routes answer that token.
+# administrator: the operator's routes and every channel's routes answer that token; then, shorter,
+# as the streamer, to whom they answer 403 where the channel is not theirs.
 #
 # Environment: ESTUARY_BIN (default .build/debug/estuary), API_FUZZ_VENV (default .build-venv),
-# API_FUZZ_MAX_EXAMPLES (default 40 per operation and phase), API_FUZZ_DATABASES (default
-# "sqlite postgres"), API_FUZZ_SCHEMA (a file in place of the served document, to try edits
-# without a rebuild). Logs stay in .build-api-fuzz/ (gitignored) until the next run.
+# API_FUZZ_MAX_EXAMPLES (default 40 per operation and phase; a quarter of that as the streamer),
+# API_FUZZ_DATABASES (default "sqlite postgres"), API_FUZZ_SCHEMA (a file in place of the served
+# document, to try edits without a rebuild), API_FUZZ_ARGS (more schemathesis options).
+# Logs and JUnit reports stay in .build-api-fuzz/ (gitignored) until the next run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -153,14 +155,23 @@ fuzz() {
         || { cat "$work/ffmpeg.log"; echo "api-fuzz: channel fuzz-live did not go live"; return 1; }
     echo "api-fuzz [$database]: streamer registered, channel fuzz-live live with its key, administrator logged in"
 
-    local schema=${API_FUZZ_SCHEMA:-$base/api/v1/openapi.yaml} status=0
-    "$venv/bin/schemathesis" --no-color --config-file Tests/api-fuzz.toml run "$schema" --url "$base" \
-        --header "Authorization: Bearer $admin_token" \
-        --checks not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance,response_schema_conformance \
-        --phases examples,coverage,fuzzing,stateful \
-        --max-examples "$max_examples" --seed 1 --workers 2 --request-timeout 10 \
-        --suppress-health-check all --generation-database none \
-        --report junit --report-junit-path "$work/junit.xml" ${API_FUZZ_ARGS:-} || status=$?
+    # First as the administrator, who may use every route; then, shorter, as the streamer, whose
+    # token gets 403 on the operator's routes and on channels that are not theirs.
+    local schema=${API_FUZZ_SCHEMA:-$base/api/v1/openapi.yaml} status=0 who token examples phases
+    for who in admin streamer; do
+        if [ "$who" = admin ]; then
+            token=$admin_token examples=$max_examples phases=examples,coverage,fuzzing,stateful
+        else
+            token=$user_token examples=$((max_examples / 4 + 1)) phases=examples,coverage,fuzzing
+        fi
+        echo "api-fuzz [$database]: schemathesis as $who"
+        "$venv/bin/schemathesis" --no-color --config-file Tests/api-fuzz.toml run "$schema" --url "$base" \
+            --header "Authorization: Bearer $token" \
+            --checks not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance,response_schema_conformance,ignored_auth \
+            --phases "$phases" --max-examples "$examples" --seed 1 --workers 2 --request-timeout 10 \
+            --suppress-health-check all --generation-database none \
+            --report junit --report-junit-path "$work/junit-$who.xml" ${API_FUZZ_ARGS:-} || status=1
+    done
 
     cleanup
     # An error the API turned into a 500 is logged; schemathesis saw the 500, this names the cause.
