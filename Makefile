@@ -45,7 +45,7 @@ test: test-deps
 
 # schemathesis (PyPI, in .build-venv/) against a running debug `estuary serve`, on SQLite and on
 # PostgreSQL, with the OpenAPI document the server serves: no 5xx, nothing the document does not
-# allow. About a minute; Tests/api-fuzz.sh says how.
+# allow. About a minute and a half on two cores; Tests/api-fuzz.sh says how.
 api-fuzz: test-deps
 	$(SWIFT) build --product estuary
 	ESTUARY_BIN=.build/debug/estuary Tests/api-fuzz.sh
