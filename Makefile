@@ -7,9 +7,9 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Debian packages: build (libav*, hiredis, OpenSSL, pkg-config) and test peers (ffmpeg, redis, rtmpdump,
 # nginx-rtmp as a relay upstream; the tests run their own nginx on a free loopback port, never the packaged service).
 BUILD_PACKAGES := libavformat-dev libavcodec-dev libavutil-dev libswscale-dev libhiredis-dev libssl-dev pkg-config
-TEST_PACKAGES := ffmpeg redis-server rtmpdump nginx libnginx-mod-rtmp postgresql curl
+TEST_PACKAGES := ffmpeg redis-server rtmpdump nginx libnginx-mod-rtmp postgresql python3 python3-venv curl
 
-.PHONY: run test build deps test-deps fixtures clean help bench bench-smoke bench-deps
+.PHONY: run test build deps test-deps fixtures clean help bench bench-smoke bench-deps api-fuzz
 
 help:
 	@echo "make run    install what is missing, build, start estuary serve (RTMP :1935, HTTP :8080)"
@@ -40,7 +40,15 @@ run: build
 test: test-deps
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build
+	$(MAKE) api-fuzz
 	$(MAKE) bench-smoke BENCH_BUILD=debug
+
+# schemathesis (PyPI, in .build-venv/) against a running debug `estuary serve`, on SQLite and on
+# PostgreSQL, with the OpenAPI document the server serves: no 5xx, nothing the document does not
+# allow. About a minute and a half on two cores; Tests/api-fuzz.sh says how.
+api-fuzz: test-deps
+	$(SWIFT) build --product estuary
+	ESTUARY_BIN=.build/debug/estuary Tests/api-fuzz.sh
 
 # The benchmark (not part of CI's time budget): Estuary and nginx-rtmp under the same load, same run.
 # Servers are pinned to core 0, the generator and wrk to core 1.

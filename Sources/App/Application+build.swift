@@ -39,12 +39,15 @@ public struct EstuaryApplication: Service, CustomStringConvertible {
     /// The ports actually bound (useful with port 0).
     public let rtmpPort: ListeningPort
     public let httpPort: ListeningPort
+    /// Every route the HTTP server answers (what `openapi.yaml` must describe).
+    public let routes: [HTTPRoute]
     private let services: [any Service]
     private let logger: Logger
 
     init(configuration: EstuaryConfiguration, hub: StreamHub, segments: SegmentStore, recordings: RecordingService,
          relay: RelayService, storage: Storage, accounts: AccountService, channels: ChannelService,
-         rtmpPort: ListeningPort, httpPort: ListeningPort, services: [any Service], logger: Logger) {
+         rtmpPort: ListeningPort, httpPort: ListeningPort, routes: [HTTPRoute], services: [any Service], logger: Logger) {
+        self.routes = routes
         self.storage = storage
         self.accounts = accounts
         self.channels = channels
@@ -187,6 +190,7 @@ package func buildApplication(_ configuration: EstuaryConfiguration, logger: Log
         .add(middleware: RequestLogMiddleware(logger: logger))
         .add(middleware: APIErrorMiddleware(logger: logger))
         .add(middleware: IdentityMiddleware<AppRequestContext>(tokens: accounts.accessTokens))
+    OpenAPIDocument.add(to: v1)
     // Accounts and channels answer anyone: each route checks the caller's token itself.
     AuthRoutes<AppRequestContext>(accounts: accounts).add(to: v1)
     ChannelRoutes<AppRequestContext>(channels: channels).add(to: v1)
@@ -261,7 +265,9 @@ package func buildApplication(_ configuration: EstuaryConfiguration, logger: Log
     services += [relay, rtmp] as [any Service]
     return EstuaryApplication(configuration: configuration, hub: hub, segments: segments, recordings: recordings,
                               relay: relay, storage: storage, accounts: accounts, channels: channels,
-                              rtmpPort: rtmpPort, httpPort: httpPort, services: services,
+                              rtmpPort: rtmpPort, httpPort: httpPort,
+                              routes: router.routes.map { HTTPRoute(method: $0.method.rawValue, path: $0.path.description) },
+                              services: services,
                               logger: logger)
 }
 

@@ -50,8 +50,8 @@ private func urlBody(_ request: Request) async throws -> String {
     let body: ByteBuffer
     do {
         body = try await request.collectBody(upTo: maxBodyBytes)
-    } catch {
-        throw HTTPError(.badRequest, message: "body must be JSON of at most \(maxBodyBytes) bytes")
+    } catch is NIOTooManyBytesError {
+        throw HTTPError(.contentTooLarge, message: "body must be JSON of at most \(maxBodyBytes) bytes")
     }
     guard let decoded = try? JSONDecoder().decode(URLBody.self, from: Data(body.readableBytesView)) else {
         throw HTTPError(.badRequest, message: #"body must be JSON {"url": "rtmp://host[:port]/app/stream"}"#)

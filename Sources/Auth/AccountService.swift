@@ -97,7 +97,9 @@ public final class AccountService: Sendable {
         if let wait = addressLogins.retryAfter(address) { throw tooManyRequests(wait, "login attempts") }
         if let wait = accountFailures.retryAfter(email) { throw tooManyRequests(wait, "failed logins for this account") }
         addressLogins.record(address)
-        guard email.utf8.count <= 254, password.utf8.count <= 1024 else { throw loginFailed(email) }
+        // No account has such an email or password (and PostgreSQL would refuse a NUL in the query).
+        guard email.utf8.count <= 254, password.utf8.count <= 1024, !email.utf8.contains(0), !password.utf8.contains(0)
+        else { throw loginFailed(email) }
         let user = try await User.query(on: storage.database).filter(\.$email == email).first()
         // Hash even when there is no such account, so timing does not reveal which emails exist.
         let hash: String

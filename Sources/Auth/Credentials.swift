@@ -65,7 +65,7 @@ enum AccountRules {
         let parts = email.split(separator: "@", omittingEmptySubsequences: false)
         guard email.utf8.count <= 254, parts.count == 2, !parts[0].isEmpty, parts[1].contains("."),
               !parts[1].hasPrefix("."), !parts[1].hasSuffix("."),
-              !email.contains(where: { $0.isWhitespace || $0.isNewline || $0 == "<" || $0 == ">" })
+              !email.contains(where: { $0.isWhitespace || $0.isNewline || $0 == "<" || $0 == ">" || isControl($0) })
         else { throw Violation(field: "email", message: "must be an email address (name@domain.tld, at most 254 bytes)") }
         return email
     }
@@ -86,6 +86,10 @@ enum AccountRules {
         guard Set(password).count >= 4 else {
             throw Violation(field: "password", message: "must use at least 4 different characters")
         }
+        // bcrypt stops at a NUL byte: "abcdefgh\0anything" would be the password "abcdefgh".
+        guard !password.utf8.contains(0) else {
+            throw Violation(field: "password", message: "must not contain NUL characters")
+        }
     }
 
     /// Channel names are URL paths and file names: lowercase letters, digits, '-' and '_'.
@@ -100,6 +104,8 @@ enum AccountRules {
 
     static func text(_ value: String, field: String, max: Int) throws(Violation) -> String {
         guard value.utf8.count <= max else { throw Violation(field: field, message: "must be at most \(max) bytes") }
+        // PostgreSQL text cannot hold NUL (SQLite can): refuse it for both.
+        guard !value.utf8.contains(0) else { throw Violation(field: field, message: "must not contain NUL characters") }
         return value
     }
 
@@ -109,12 +115,17 @@ enum AccountRules {
         var result: [String] = []
         for raw in tags {
             let tag = raw.trimmingCharacters(in: .whitespaces).lowercased()
-            guard (1...32).contains(tag.utf8.count), !tag.contains(where: \.isNewline) else {
-                throw Violation(field: "tags", message: "each tag must be 1–32 bytes on one line")
+            guard (1...32).contains(tag.utf8.count), !tag.contains(where: { $0.isNewline || isControl($0) }) else {
+                throw Violation(field: "tags", message: "each tag must be 1–32 bytes on one line, without control characters")
             }
             if seen.insert(tag).inserted { result.append(tag) }
         }
         return result
+    }
+
+    /// A control character (C0, DEL, C1), NUL among them.
+    private static func isControl(_ character: Character) -> Bool {
+        character.unicodeScalars.contains { $0.properties.generalCategory == .control }
     }
 
     private static func isNameByte(_ byte: UInt8) -> Bool {
