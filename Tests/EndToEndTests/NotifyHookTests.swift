@@ -182,6 +182,32 @@ extension EndToEnd {
             try await server.stop()
         }
 
+        @Test("notify_update_strict: off, a 3xx to on_update carries on; on, it ends the session")
+        func updateStrict() async throws {
+            let hook = try await HookServer { _ in .init(status: 302, location: "elsewhere") }
+            for strict in [false, true] {
+                let server = try await TestServer {
+                    $0.notify.onUpdate = NotifyURL(hook.url)
+                    $0.notify.updateTimeout = .seconds(1)
+                    $0.notify.updateStrict = strict
+                }
+                let publisher = try publish("av-long.flv", to: server.rtmpURL("strict-\(strict)"))
+                // Two updates answered 302: the first one ends a strict session, so only a lax one gets a second.
+                let calls = try await hook.wait { $0.filter { $0["name"] == "strict-\(strict)" }.count >= (strict ? 1 : 2) }
+                if strict {
+                    #expect(try await publisher.wait().status != 0)
+                    #expect(server.logs.contains("notify_update_strict on"))
+                    #expect(calls.filter { $0["name"] == "strict-true" }.count == 1)
+                } else {
+                    #expect(publisher.isRunning, "a 3xx does not end a session without notify_update_strict")
+                    publisher.kill()
+                    _ = try await publisher.wait()
+                }
+                try await server.stop()
+            }
+            try await hook.stop()
+        }
+
         @Test("on_connect per application: a refusal closes the connection, a redirect moves it to another application")
         func connect() async throws {
             let hook = try await HookServer { fields in
