@@ -97,20 +97,50 @@ extension EndToEnd {
             try await server.stop()
         }
 
-        @Test("on_publish after configured keys: the hook gets the key as sent, a 2xx keeps the key's channel")
+        @Test("on_publish after configured keys: the hook gets the key as sent; a 2xx keeps the key's channel, decides unknown names")
         func afterKeys() async throws {
-            let hook = try await HookServer { _ in .init(status: 204) }
+            let hook = try await HookServer { fields in fields["name"] == "nope" ? .init(status: 403) : .init(status: 204) }
             let server = try await TestServer {
                 $0.streamKeys = ["k-7f3a": "main"]
                 $0.notify.onPublish = NotifyURL(hook.url)
             }
             let wrong = try await publish("video-only.flv", to: server.rtmpURL("nope")).wait()
             #expect(wrong.status != 0)
-            #expect(hook.requests.isEmpty, "a wrong key is refused before the hook is asked")
+            #expect(wrong.stderr.contains("publish hook answered 403"), "the hook refused the unknown key: \(wrong.stderr)")
             let publisher = try publish("av-640x360.flv", to: server.rtmpURL("k-7f3a"), extra: ["-t", "3"])
             _ = try await server.waitForPlaylist("main") { !$0.segments.isEmpty }
             #expect(try await publisher.wait().status == 0)
-            #expect(hook.calls.map { $0["name"] } == ["k-7f3a"])
+            #expect(try await server.get("/live/k-7f3a/index.m3u8").status == 404)
+            #expect(hook.calls.map { $0["name"] } == ["nope", "k-7f3a"])
+            // A name no key knows, allowed by the hook: published under its own name (the hook alone maps keys).
+            let unknown = try publish("av-640x360.flv", to: server.rtmpURL("walk-in"), extra: ["-t", "3"])
+            _ = try await server.waitForPlaylist("walk-in") { !$0.segments.isEmpty }
+            #expect(try await unknown.wait().status == 0)
+            try await hook.stop()
+            try await server.stop()
+        }
+
+        @Test("on_publish after a database key: asked with the key as sent, a 2xx keeps the key's channel, a 403 refuses it")
+        func afterDatabaseKey() async throws {
+            let refuse = Atomic<Bool>(false)
+            let hook = try await HookServer { _ in .init(status: refuse.load(ordering: .relaxed) ? 403 : 200) }
+            let server = try await TestServer {
+                $0.bcryptCost = 10
+                $0.notify.onPublish = NotifyURL(hook.url)
+            }
+            let api = try await APIClient(server: server).signUp("hooked")
+            #expect(try await api.call("POST", "/api/v1/channels", json: ["name": "studio"]).status == 201)
+            let key = try #require(try await api.call("POST", "/api/v1/channels/studio/keys").json["key"] as? String)
+
+            let publisher = try publish("av-640x360.flv", to: server.rtmpURL(key), extra: ["-t", "3"])
+            _ = try await server.waitForPlaylist("studio") { !$0.segments.isEmpty }
+            #expect(try await publisher.wait().status == 0)
+            #expect(hook.calls.map { $0["name"] } == [key], "the platform's hook hears the key as sent")
+
+            refuse.store(true, ordering: .relaxed)
+            let refused = try await publish("video-only.flv", to: server.rtmpURL(key)).wait()
+            #expect(refused.status != 0 && refused.stderr.contains("publish hook answered 403"), "\(refused.stderr)")
+            for line in server.logs.all { #expect(!line.contains(key), "key in log: \(line)") }
             try await hook.stop()
             try await server.stop()
         }
