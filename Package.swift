@@ -243,7 +243,7 @@ let package = Package(
             name: "EndToEndTests",
             dependencies: [
                 // The executable too: configuration tests parse `estuary serve` flags as the binary does.
-                "estuary", "App", "RTMP", "MediaCore", "StreamHub", "IngestServer", "Packaging", "TestSupport", "Auth",
+                "estuary", "App", "RTMP", "MediaCore", "StreamHub", "IngestServer", "Packaging", "TestSupport", "Auth", "NginxCompat",
                 "Delivery",
                 .product(name: "NIOHTTPTypes", package: "swift-nio-extras"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),

@@ -125,13 +125,17 @@ package func buildApplication(_ configuration: EstuaryConfiguration, logger: Log
     }
 
     // One HTTP client for every notify hook, shut down after everything that calls it.
-    let notify = configuration.onPlay != nil || configuration.onRecordDone != nil ? NotifyClient(logger: logger) : nil
+    let notify = configuration.notify.isEmpty ? nil : NotifyClient(configuration: configuration.notify, logger: logger)
     let playAccess = try playAuthorization(configuration, notify: notify, logger: logger)
-    let authorizer = PublishAccess(staticKeys: configuration.streamKeys, channels: channels, hook: nil,
+    let hooks = notifyHooks(configuration, notify: notify, logger: logger)
+    let authorizer = PublishAccess(staticKeys: configuration.streamKeys, channels: channels, hook: hooks.publish,
                                    metrics: metrics, logger: logger)
     if !configuration.streamKeys.isEmpty {
         logger.info("stream keys loaded", metadata: ["count": "\(configuration.streamKeys.count)"])
-    } else if try await !channels.hasAccounts() {
+    }
+    if configuration.notify.onPublish.all != nil {
+        logger.notice("on_publish decides every publish (after the configured and database keys)")
+    } else if configuration.streamKeys.isEmpty, try await !channels.hasAccounts() {
         logger.warning(
             "NO STREAM KEYS: publishing is OPEN to anyone who can reach the RTMP port; the channel is the stream name. Create an account and a key (API or `estuary keys create`) or use --stream-key KEY=CHANNEL to require keys.")
     }
@@ -145,7 +149,8 @@ package func buildApplication(_ configuration: EstuaryConfiguration, logger: Log
                              sendBufferSize: configuration.rtmpSendBuffer == 0 ? nil : configuration.rtmpSendBuffer,
                              mergedRead: .milliseconds(Int64(configuration.rtmpMergedRead)),
                              mergedWrite: .milliseconds(Int64(configuration.rtmpMergedWrite))),
-        hub: hub, authorizer: authorizer, playAuthorizer: playAccess.rtmp, eventLoopGroup: eventLoops, logger: logger,
+        hub: hub, authorizer: authorizer, playAuthorizer: playAccess.rtmp, observer: hooks.sessions,
+        eventLoopGroup: eventLoops, logger: logger,
         onListening: { rtmpPort.set($0) })
 
     // `--hls off` makes a pure RTMP server (relay, recording, playback), like nginx-rtmp without `hls on`.
@@ -163,7 +168,7 @@ package func buildApplication(_ configuration: EstuaryConfiguration, logger: Log
                                                      maxDuration: Int64(configuration.recordMaxDuration * 1000))),
         logger: logger, onRecordDone: { done in
             await onRecordDone(done)
-            if let notify, let url = configuration.onRecordDone {
+            if let notify, let url = configuration.notify.onRecordDone.url(app: done.app) {
                 await OnRecordDoneHook(url: url, client: notify).call(done)
             }
         }, makeRecorder: makeRecorder)

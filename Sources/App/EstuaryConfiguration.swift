@@ -4,6 +4,7 @@ public import Logging
 public import Packaging
 public import Auth
 import IngestServer
+public import NginxCompat
 public import Storage
 import StreamHub
 
@@ -39,10 +40,9 @@ public struct EstuaryConfiguration: Sendable, CustomStringConvertible {
     public var playSecret: String?
     /// Channels that need a signed URL to watch (RTMP and HLS); `*` makes them all private.
     public var privateChannels: Set<String> = []
-    /// nginx-rtmp's `on_play`: asked before every RTMP play.
-    public var onPlay: String?
-    /// nginx-rtmp's `on_record_done`: told the path of each finished recording file.
-    public var onRecordDone: String?
+    /// nginx-rtmp's notify hooks (`on_connect`, `on_publish`, `on_play`, `on_update`, `on_*_done`,
+    /// `on_disconnect`, `on_record_done`), each for every application or per application, and how they are called.
+    public var notify = NotifyConfiguration()
     /// Bearer token for `/api/v1`; without one the API answers loopback clients only.
     public var apiToken: String?
     /// `postgres://…` for PostgreSQL; nil means the SQLite file `<dataDirectory>/estuary.sqlite`.
@@ -165,8 +165,7 @@ public struct EstuaryConfiguration: Sendable, CustomStringConvertible {
         rtmpMergedWrite = try number("rtmpMergedWrite", rtmpMergedWrite)
         playSecret = config.string(forKey: "playSecret", isSecret: true)
         privateChannels = Set(config.stringArray(forKey: "privateChannel", default: []))
-        onPlay = config.string(forKey: "onPlay")
-        onRecordDone = config.string(forKey: "onRecordDone")
+        try readNotify(config, number: number)
         apiToken = config.string(forKey: "apiToken", isSecret: true)
         databaseURL = config.string(forKey: "databaseUrl", isSecret: true)
         jwtSecret = config.string(forKey: "jwtSecret", isSecret: true)
@@ -231,6 +230,41 @@ public struct EstuaryConfiguration: Sendable, CustomStringConvertible {
             }
         }
         try validate()
+    }
+
+    /// `--on-publish URL` (every application) or `--on-publish APP=URL` (repeatable), and the like for each hook;
+    /// `--notify-method`, `--notify-timeout`, `--notify-update-timeout`, `--notify-update-strict`.
+    private mutating func readNotify(_ config: ConfigReader, number: (String, Double) throws -> Double) throws {
+        let hooks: [(String, WritableKeyPath<NotifyConfiguration, NotifyURL>)] = [
+            ("onConnect", \.onConnect), ("onPublish", \.onPublish), ("onPlay", \.onPlay),
+            ("onPublishDone", \.onPublishDone), ("onPlayDone", \.onPlayDone), ("onDone", \.onDone),
+            ("onUpdate", \.onUpdate), ("onDisconnect", \.onDisconnect), ("onRecordDone", \.onRecordDone),
+        ]
+        for (key, path) in hooks {
+            for entry in config.stringArray(forKey: ConfigKey(stringLiteral: key), default: []) {
+                do {
+                    try notify[keyPath: path].add(entry)
+                } catch {
+                    throw ConfigurationError.invalid("\(Self.settingName(key)): \(error)")
+                }
+            }
+        }
+        let method = config.string(forKey: "notifyMethod", default: notify.method.rawValue).lowercased()
+        guard let parsedMethod = NotifyConfiguration.Method(rawValue: method) else {
+            throw ConfigurationError.invalid("notify method '\(method)' is not get or post")
+        }
+        notify.method = parsedMethod
+        let timeout = try number("notifyTimeout", 10)
+        let updateTimeout = try number("notifyUpdateTimeout", 30)
+        guard timeout > 0, timeout <= 300 else { throw ConfigurationError.invalid("notify timeout must be 0…300 seconds") }
+        guard updateTimeout >= 0 else { throw ConfigurationError.invalid("notify update timeout must be 0 (off) or more seconds") }
+        notify.timeout = .milliseconds(Int64(timeout * 1000))
+        notify.updateTimeout = .milliseconds(Int64(updateTimeout * 1000))
+        switch config.string(forKey: "notifyUpdateStrict", default: "off").lowercased() {
+        case "on", "true", "yes", "1": notify.updateStrict = true
+        case "off", "false", "no", "0": notify.updateStrict = false
+        case let other: throw ConfigurationError.invalid("notify update strict '\(other)' is not on or off")
+        }
     }
 
     /// A key as the user sets it: `rtmpPort` → `--rtmp-port (ESTUARY_RTMP_PORT)`.
@@ -322,12 +356,6 @@ public struct EstuaryConfiguration: Sendable, CustomStringConvertible {
         }
         guard apiToken.map({ $0.utf8.count >= 16 }) ?? true else {
             throw ConfigurationError.invalid("API token must be at least 16 characters")
-        }
-        for (name, hook) in [("on_play", onPlay), ("on_record_done", onRecordDone)] {
-            guard let hook else { continue }
-            guard let url = URL(string: hook), ["http", "https"].contains(url.scheme ?? ""), url.host != nil else {
-                throw ConfigurationError.invalid("\(name) '\(hook)' is not an http(s) URL")
-            }
         }
         _ = try databaseLocation
         guard jwtSecret.map({ $0.utf8.count >= 32 }) ?? true else {

@@ -22,6 +22,30 @@ struct OnRecordDoneHook {
     }
 }
 
+/// nginx-rtmp's `on_publish` as `PublishAccess`'s last step (after configured and database keys),
+/// and the session hooks (`on_connect`, `on_update`, `on_*_done`, `on_disconnect`) that observe the
+/// ingest server's connections.
+struct NotifyWiring {
+    let publish: (any PublishAuthorizer)?
+    let sessions: (any RTMPSessionObserver)?
+}
+
+func notifyHooks(_ configuration: EstuaryConfiguration, notify: NotifyClient?, logger: Logger) -> NotifyWiring {
+    guard let notify else { return NotifyWiring(publish: nil, sessions: nil) }
+    let hooks = configuration.notify
+    var publish: (any PublishAuthorizer)?
+    if !hooks.onPublish.isEmpty {
+        publish = OnPublishHook(urls: hooks.onPublish, client: notify)
+    }
+    for (name, urls) in [("on_connect", hooks.onConnect), ("on_publish", hooks.onPublish), ("on_update", hooks.onUpdate),
+                         ("on_publish_done", hooks.onPublishDone), ("on_play_done", hooks.onPlayDone),
+                         ("on_done", hooks.onDone), ("on_disconnect", hooks.onDisconnect)] where !urls.isEmpty {
+        logger.info("\(name) hook", metadata: ["url": "\(urls.summary)"])
+    }
+    let sessions = hooks.observesSessions ? NotifyHooks(configuration: hooks, client: notify, logger: logger) : nil
+    return NotifyWiring(publish: publish, sessions: sessions)
+}
+
 /// Who may watch: RTMP players pass the channel-name check, the signed-URL check for private
 /// channels, then `on_play`; HLS requests pass the signed-URL check (nginx-rtmp has no hook there).
 struct PlayAccess {
@@ -41,9 +65,9 @@ func playAuthorization(_ configuration: EstuaryConfiguration, notify: NotifyClie
             "channels": "\(configuration.privateChannels.sorted().joined(separator: ","))",
         ])
     }
-    if let url = configuration.onPlay, let notify {
-        chain.append(OnPlayHook(url: url, client: notify))
-        logger.info("on_play hook", metadata: ["url": "\(url)"])
+    if !configuration.notify.onPlay.isEmpty, let notify {
+        chain.append(OnPlayHook(urls: configuration.notify.onPlay, client: notify))
+        logger.info("on_play hook", metadata: ["url": "\(configuration.notify.onPlay.summary)"])
     }
     let http: @Sendable (String, String?) -> HLSRoutes<AppRequestContext>.Access = { [signed] channel, query in
         guard let signed, signed.isPrivate(channel) else { return .open }

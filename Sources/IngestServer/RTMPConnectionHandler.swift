@@ -15,11 +15,17 @@ final class RTMPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
     private let hub: StreamHub
     private let authorizer: any PublishAuthorizer
     private let playAuthorizer: any PlayAuthorizer
+    /// nginx-rtmp's notify hooks; nil when none is configured.
+    private let observer: (any RTMPSessionObserver)?
+    /// Counts what the connection sends (players write past this handler), for `disconnected`.
+    private let bytesSent: OutboundByteCounter?
     private let connectionID: UInt64
+    /// The handshake's time field (nginx-rtmp's session epoch, ms).
+    private let epoch: UInt32
     private let readPacer: ReadPacer?
     private var logger: Logger
 
-    private var handshake = ServerHandshake()
+    private var handshake: ServerHandshake
     private var decoder: ChunkDecoder
     private var encoder = ChunkEncoder()
     private var session: ServerSession
@@ -32,10 +38,26 @@ final class RTMPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
     private var publisher: Publisher?
     private var player: RTMPPlayer?
     private var closing = false
+    /// The accepted publish or play, for the observer: since when, and the timer of its next update.
+    private var activeStream: ActiveStream?
+    private var streamGeneration = 0
+    private var updateTimer: Scheduled<Void>?
+    /// The publisher's last media timestamp (ms), for `on_update`.
+    private var lastTimestamp: Int64 = 0
+    /// The play being answered with `playAllowed`, until its playback starts.
+    private var pendingPlay: ServerSession.PlayRequest?
+    /// The peer's IP, kept for the notifications sent after the socket is gone.
+    private var address = ""
 
     init(configuration: RTMPServer.Configuration, hub: StreamHub, authorizer: any PublishAuthorizer,
-         playAuthorizer: any PlayAuthorizer, readPacer: ReadPacer? = nil, connectionID: UInt64, logger: Logger) {
+         playAuthorizer: any PlayAuthorizer, observer: (any RTMPSessionObserver)? = nil,
+         bytesSent: OutboundByteCounter? = nil, readPacer: ReadPacer? = nil, connectionID: UInt64, logger: Logger) {
         self.readPacer = readPacer
+        self.observer = observer
+        self.bytesSent = bytesSent
+        // nginx-rtmp's epoch is its millisecond clock when the session starts; S1 carries it.
+        epoch = UInt32(truncatingIfNeeded: NIODeadline.now().uptimeNanoseconds / 1_000_000)
+        handshake = ServerHandshake(epoch: epoch)
         self.configuration = configuration
         self.hub = hub
         self.authorizer = authorizer
@@ -43,10 +65,13 @@ final class RTMPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
         self.connectionID = connectionID
         self.logger = logger
         self.decoder = ChunkDecoder(limits: configuration.chunkLimits)
-        self.session = ServerSession(configuration: configuration.session)
+        var sessionConfiguration = configuration.session
+        sessionConfiguration.authorizesConnect = observer?.holdsConnect ?? false
+        self.session = ServerSession(configuration: sessionConfiguration)
     }
 
     func channelActive(context: ChannelHandlerContext) {
+        address = context.remoteAddress?.ipAddress ?? ""
         logger.debug("connection opened", metadata: ["peer": "\(context.remoteAddress.map { "\($0)" } ?? "?")"])
         armSetupTimeout(context: context, after: configuration.handshakeTimeout, reason: "handshake not completed")
         context.fireChannelActive()
@@ -65,6 +90,10 @@ final class RTMPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
         setupTimeout?.cancel()
         finishPublishing()
         stopPlaying()
+        if let observer, session.isConnected {
+            observer.disconnected(sessionInfo(), bytesReceived: bytesReceived,
+                                  bytesSent: bytesSent?.bytes ?? 0)
+        }
         logger.debug("connection closed")
         context.fireChannelInactive()
     }
@@ -138,12 +167,15 @@ final class RTMPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
                 encoder.encode(message, into: &out)
             case .setOutgoingChunkSize(let size):
                 encoder.setChunkSize(size)
+            case .authorizeConnect(let request):
+                authorizeConnect(request, context: context)
             case .authorizePublish(let request):
                 authorize(request, context: context)
             case .streamDescription(let description):
                 logDescription(description)
                 publisher?.setDescription(description)
             case .media(let packet):
+                lastTimestamp = packet.dts
                 publisher?.send(packet)
             case .metadata(let properties):
                 publisher?.setMetadata(StreamMetadata(amf0: properties))
@@ -168,6 +200,11 @@ final class RTMPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
                                         logger: logger)
                 self.player = player
                 player.start()
+                if let request = pendingPlay {
+                    pendingPlay = nil
+                    streamStarted(RTMPStreamInfo(kind: .play, name: request.streamName, args: request.query,
+                                                 channel: channel), context: context)
+                }
             case .stopPlayback:
                 logger.info("player stopped")
                 stopPlaying()
@@ -211,7 +248,7 @@ final class RTMPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
             }
         }.whenSuccess { result in
             let (handler, context) = loopBound.value
-            handler.authorized(result, context: context)
+            handler.authorized(result, request: request, context: context)
         }
     }
 
@@ -234,6 +271,7 @@ final class RTMPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
             guard !handler.closing, context.channel.isActive else { return }
             switch decision {
             case .allow(let channel):
+                handler.pendingPlay = request
                 handler.perform(handler.session.playAllowed(channel: channel), context: context)
             case .deny(let reason):
                 handler.logger.warning("play refused", metadata: ["channel": "\(request.streamName)", "reason": "\(reason)"])
@@ -243,7 +281,8 @@ final class RTMPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
         }
     }
 
-    private func authorized(_ result: Result<Publisher, ServerSession.Rejection>, context: ChannelHandlerContext) {
+    private func authorized(_ result: Result<Publisher, ServerSession.Rejection>, request: ServerSession.PublishRequest,
+                            context: ChannelHandlerContext) {
         awaitingAuthorization = false
         switch result {
         case .success(let publisher):
@@ -265,10 +304,100 @@ final class RTMPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
             logger.info("publishing")
             readPacer?.startPacing(after: configuration.mergedReadStartsAfter)
             perform(session.publishAllowed(channel: publisher.stream.channel), context: context)
+            streamStarted(RTMPStreamInfo(kind: .publish, name: request.streamName, args: request.query,
+                                         channel: publisher.stream.channel), context: context)
         case .failure(let rejection):
             perform(session.publishRejected(rejection), context: context)
         }
         if !closing { process(context: context) }
+    }
+
+    // MARK: Notify (nginx-rtmp's on_connect, on_update, on_*_done, on_disconnect)
+
+    private func sessionInfo() -> RTMPSessionInfo {
+        RTMPSessionInfo(app: session.app, args: session.connectArgs, flashVer: session.flashVer, swfURL: session.swfURL,
+                        tcURL: session.tcURL, pageURL: session.pageURL, address: address, clientID: connectionID,
+                        epoch: epoch)
+    }
+
+    /// Holds the connection's processing (as a publish authorization does) until the observer answers.
+    private func authorizeConnect(_ request: ServerSession.ConnectRequest, context: ChannelHandlerContext) {
+        guard let observer else {
+            perform(session.connectAllowed(), context: context)
+            return
+        }
+        awaitingAuthorization = true
+        let info = sessionInfo()
+        let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        context.eventLoop.makeFutureWithTask { await observer.connect(info) }.whenSuccess { decision in
+            let (handler, context) = loopBound.value
+            handler.awaitingAuthorization = false
+            guard !handler.closing, context.channel.isActive else { return }
+            switch decision {
+            case .allow(let app):
+                if app != request.app { handler.logger.info("connect redirected", metadata: ["app": "\(app)"]) }
+                handler.perform(handler.session.connectAllowed(app: app), context: context)
+            case .deny(let reason):
+                handler.logger.warning("connect refused", metadata: ["app": "\(request.app)", "reason": "\(reason)"])
+                handler.perform(handler.session.connectRejected(reason), context: context)
+            }
+            if !handler.closing { handler.process(context: context) }
+        }
+    }
+
+    /// A publish or play under way, for the observer.
+    private struct ActiveStream {
+        var info: RTMPStreamInfo
+        var since: NIODeadline
+        /// Tells this stream's update answers from a later stream's on the same connection.
+        var generation: Int
+    }
+
+    private func streamStarted(_ stream: RTMPStreamInfo, context: ChannelHandlerContext) {
+        guard let observer else { return }
+        streamGeneration += 1
+        activeStream = ActiveStream(info: stream, since: .now(), generation: streamGeneration)
+        let info = sessionInfo()
+        observer.streamStarted(info, stream: stream)
+        if let interval = observer.updateInterval(app: info.app) {
+            scheduleUpdate(in: interval, context: context)
+        }
+    }
+
+    /// nginx-rtmp's `on_update` timer: the next call is due one interval after the last answer.
+    private func scheduleUpdate(in interval: Duration, context: ChannelHandlerContext) {
+        guard let observer, let active = activeStream else { return }
+        let stream = active.info
+        let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        let nanoseconds = interval.components.seconds * 1_000_000_000 + interval.components.attoseconds / 1_000_000_000
+        updateTimer = context.eventLoop.scheduleTask(in: .nanoseconds(nanoseconds)) {
+            let (handler, context) = loopBound.value
+            guard !handler.closing, handler.activeStream?.generation == active.generation else { return }
+            let info = handler.sessionInfo()
+            let elapsed = Int64((NIODeadline.now() - active.since).nanoseconds / 1_000_000_000)
+            let timestamp = UInt32(truncatingIfNeeded: handler.lastTimestamp)
+            context.eventLoop.makeFutureWithTask {
+                await observer.update(info, stream: stream, elapsed: elapsed, timestamp: timestamp)
+            }.whenSuccess { decision in
+                let (handler, context) = loopBound.value
+                guard !handler.closing, handler.activeStream?.generation == active.generation else { return }
+                switch decision {
+                case .continue:
+                    handler.scheduleUpdate(in: interval, context: context)
+                case .end(let reason):
+                    handler.close(context: context, reason: "on_update: \(reason)")
+                }
+            }
+        }
+    }
+
+    private func streamEnded() {
+        guard let stream = activeStream?.info else { return }
+        activeStream = nil
+        updateTimer?.cancel()
+        updateTimer = nil
+        guard let observer else { return }
+        observer.streamEnded(sessionInfo(), stream: stream)
     }
 
     private func logDescription(_ description: StreamDescription) {
@@ -283,14 +412,17 @@ final class RTMPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
     }
 
     private func stopPlaying() {
-        player?.stop()
-        player = nil
+        guard let player else { return }
+        player.stop()
+        self.player = nil
+        streamEnded()
     }
 
     private func finishPublishing() {
         guard let publisher else { return }
         self.publisher = nil
         Task { await publisher.finish() }
+        streamEnded()
     }
 
     private func close(context: ChannelHandlerContext, reason: String) {
@@ -301,6 +433,19 @@ final class RTMPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
         finishPublishing()
         stopPlaying()
         context.close(promise: nil)
+    }
+}
+
+/// Counts the bytes written to a connection (sits next to the socket, so players' writes pass it too).
+final class OutboundByteCounter: ChannelOutboundHandler {
+    typealias OutboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    private(set) var bytes: UInt64 = 0
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        bytes += UInt64(unwrapOutboundIn(data).readableBytes)
+        context.write(data, promise: promise)
     }
 }
 

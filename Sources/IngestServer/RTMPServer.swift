@@ -62,6 +62,7 @@ public final class RTMPServer: Service, Sendable {
     private let hub: StreamHub
     private let authorizer: any PublishAuthorizer
     private let playAuthorizer: any PlayAuthorizer
+    private let observer: (any RTMPSessionObserver)?
     private let logger: Logger
     private let eventLoopGroup: any EventLoopGroup
     private let onListening: @Sendable (Int) -> Void
@@ -70,12 +71,14 @@ public final class RTMPServer: Service, Sendable {
 
     public init(configuration: Configuration, hub: StreamHub, authorizer: any PublishAuthorizer,
                 playAuthorizer: any PlayAuthorizer = OpenPlayAuthorizer(),
+                observer: (any RTMPSessionObserver)? = nil,
                 eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
                 logger: Logger, onListening: @escaping @Sendable (Int) -> Void = { _ in }) {
         self.configuration = configuration
         self.hub = hub
         self.authorizer = authorizer
         self.playAuthorizer = playAuthorizer
+        self.observer = observer
         self.eventLoopGroup = eventLoopGroup
         self.logger = logger
         self.onListening = onListening
@@ -127,12 +130,15 @@ public final class RTMPServer: Service, Sendable {
         }
         channel.closeFuture.whenComplete { [self] _ in _ = connections.withLock { $0.removeValue(forKey: key) } }
         let readPacer = ReadPacer(interval: configuration.mergedRead)
+        // Bytes sent are counted only for the notify hooks' observer.
+        let bytesSent = observer.map { _ in OutboundByteCounter() }
+        if let bytesSent { try channel.pipeline.syncOperations.addHandler(bytesSent) }
         try channel.pipeline.syncOperations.addHandlers([
             readPacer,
             IdleStateHandler(readTimeout: configuration.idleTimeout),
             RTMPConnectionHandler(configuration: configuration, hub: hub, authorizer: authorizer,
-                                  playAuthorizer: playAuthorizer, readPacer: readPacer, connectionID: id,
-                                  logger: connectionLogger),
+                                  playAuthorizer: playAuthorizer, observer: observer, bytesSent: bytesSent,
+                                  readPacer: readPacer, connectionID: id, logger: connectionLogger),
         ])
     }
 }

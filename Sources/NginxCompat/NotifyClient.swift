@@ -6,8 +6,9 @@ import NIOHTTP1
 public import ServiceLifecycle
 
 /// nginx-rtmp's notify calls (`on_play`, `on_publish`, `on_record_done` …): an HTTP POST of
-/// `application/x-www-form-urlencoded` fields. A 2xx answer allows, a 3xx redirects to its
-/// `Location`, anything else — an error status, a timeout, no connection — refuses.
+/// `application/x-www-form-urlencoded` fields (or a GET with them as the query string, nginx's
+/// `notify_method get`). A 2xx answer allows, a 3xx redirects to its `Location`, anything else —
+/// an error status, a timeout, no connection — refuses.
 /// Runs as a service so its HTTP client is shut down after everything that calls it.
 public final class NotifyClient: Service, Sendable {
     public enum Outcome: Sendable, Equatable {
@@ -18,15 +19,24 @@ public final class NotifyClient: Service, Sendable {
 
     private let http: HTTPClient
     private let timeout: TimeAmount
+    private let method: NotifyConfiguration.Method
     private let logger: Logger
 
-    public init(timeout: TimeAmount = .seconds(10), logger: Logger) {
+    public init(timeout: TimeAmount = .seconds(10), method: NotifyConfiguration.Method = .post, logger: Logger) {
         // A 3xx is an answer (nginx-rtmp's redirect), not something to follow.
         var configuration = HTTPClient.Configuration(redirectConfiguration: .disallow)
         configuration.timeout = .init(connect: timeout, read: timeout)
         http = HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: configuration)
         self.timeout = timeout
+        self.method = method
         self.logger = logger
+    }
+
+    /// A client with `configuration`'s method and timeout.
+    public convenience init(configuration: NotifyConfiguration, logger: Logger) {
+        let (seconds, attoseconds) = configuration.timeout.components
+        self.init(timeout: .nanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000),
+                  method: configuration.method, logger: logger)
     }
 
     public func run() async throws {
@@ -37,13 +47,21 @@ public final class NotifyClient: Service, Sendable {
         try await http.shutdown()
     }
 
-    /// Posts `fields` (then the client's own query string, as nginx-rtmp appends it) to `url`.
+    /// Sends `fields` (then the client's own query string, as nginx-rtmp appends it) to `url`.
     public func call(_ url: String, fields: [(String, String)], clientQuery: String? = nil) async -> Outcome {
-        var request = HTTPClientRequest(url: url)
-        request.method = .POST
-        request.headers.add(name: "Content-Type", value: "application/x-www-form-urlencoded")
+        let form = Self.formBody(fields, clientQuery: clientQuery)
+        var request: HTTPClientRequest
+        switch method {
+        case .post:
+            request = HTTPClientRequest(url: url)
+            request.method = .POST
+            request.headers.add(name: "Content-Type", value: "application/x-www-form-urlencoded")
+            request.body = .bytes(ByteBuffer(string: form))
+        case .get:
+            request = HTTPClientRequest(url: Self.getURL(url, form: form))
+            request.method = .GET
+        }
         request.headers.add(name: "User-Agent", value: "Estuary")
-        request.body = .bytes(ByteBuffer(string: Self.formBody(fields, clientQuery: clientQuery)))
         let call = fields.first { $0.0 == "call" }?.1 ?? "notify"
         do {
             let response = try await http.execute(request, timeout: timeout)
@@ -64,6 +82,11 @@ public final class NotifyClient: Service, Sendable {
             logger.warning("notify hook failed", metadata: ["call": "\(call)", "error": "\(error)"])
             return .deny(reason: "\(call) hook unreachable: \(error)")
         }
+    }
+
+    /// nginx-rtmp puts the fields after a `?`; a URL with a query of its own gets them after a `&`.
+    static func getURL(_ url: String, form: String) -> String {
+        url + (url.contains("?") ? "&" : "?") + form
     }
 
     /// `name=value&…`, percent-encoded; the client's query is appended as sent.

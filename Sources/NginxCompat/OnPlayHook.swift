@@ -5,15 +5,22 @@ public import StreamHub
 /// reset, then the play URL's own query). A 3xx `Location` that is a bare name redirects the
 /// player to that channel; an `rtmp://` Location (nginx's pull-on-play) is refused here.
 public struct OnPlayHook: PlayAuthorizer {
-    public let url: String
+    /// The URL for every application, and per application.
+    public let urls: NotifyURL
     private let client: NotifyClient
 
-    public init(url: String, client: NotifyClient) {
-        self.url = url
+    public init(urls: NotifyURL, client: NotifyClient) {
+        self.urls = urls
         self.client = client
     }
 
+    public init(url: String, client: NotifyClient) {
+        self.init(urls: NotifyURL(url), client: client)
+    }
+
     public func authorize(_ request: PlayRequest) async -> PlayDecision {
+        // An application without an on_play URL plays as asked.
+        guard let url = urls.url(app: request.app) else { return .allow(channel: request.channel) }
         switch await client.call(url, fields: Self.fields(request), clientQuery: request.query) {
         case .allow:
             return .allow(channel: request.channel)
@@ -27,24 +34,7 @@ public struct OnPlayHook: PlayAuthorizer {
         }
     }
 
-    static func fields(_ request: PlayRequest) -> [(String, String)] {
-        [
-            ("app", request.app), ("flashver", request.flashVer ?? ""), ("swfurl", request.swfURL ?? ""),
-            ("tcurl", request.tcURL ?? ""), ("pageurl", request.pageURL ?? ""), ("addr", request.address),
-            ("clientid", "\(request.clientID)"), ("call", "play"), ("name", request.channel),
-            // nginx-rtmp prints these as unsigned 32-bit: -2 (live or recorded) becomes 4294967294.
-            ("start", "\(uint32(request.start))"),
-            ("duration", "\(uint32(request.duration))"),
-            ("reset", request.reset ? "1" : "0"),
-        ]
-    }
-}
-
-/// A client's number as nginx-rtmp prints it (C's cast to uint32_t); NaN and huge values, which a
-/// hostile client can send, become 0 rather than a trap.
-func uint32(_ value: Double) -> UInt32 {
-    guard value.isFinite, value.magnitude < 9.2e18 else { return 0 }
-    return UInt32(truncatingIfNeeded: Int64(value))
+    static func fields(_ request: PlayRequest) -> [(String, String)] { NotifyFields.play(request) }
 }
 
 /// Runs authorizers in order; the first refusal wins, and a redirect carries on under the new name.

@@ -16,8 +16,23 @@ public struct ServerSession: Sendable {
         /// Commands and metadata are small; this bounds what AMF0 decoding may allocate.
         public var maxCommandLength = 128 << 10
         public var fmsVersion = "FMS/3,0,1,123"
+        /// Whether `connect` waits for the owner (`.authorizeConnect`), as nginx-rtmp's `on_connect` holds it.
+        public var authorizesConnect = false
 
         public init() {}
+    }
+
+    /// A client's `connect`, for the owner to allow (`connectAllowed(app:)`) or refuse (`connectRejected(_:)`).
+    public struct ConnectRequest: Sendable, Equatable {
+        /// The application, without the query or any instance after `/`.
+        public var app: String
+        /// The `a=b` part of connect's `app` (`rtmp://host/app?a=b/name`): nginx-rtmp's connect args.
+        public var args: String?
+        public var tcURL: String?
+        public var flashVer: String?
+        public var swfURL: String?
+        public var pageURL: String?
+        var transactionID: Double
     }
 
     /// A publisher asking to publish `streamName` (the stream key) in `app`.
@@ -47,6 +62,8 @@ public struct ServerSession: Sendable {
 
     public enum Action: Sendable, Equatable {
         case send(RTMPMessage)
+        /// Decide (with `Configuration.authorizesConnect`), then call `connectAllowed(app:)` or `connectRejected(_:)`.
+        case authorizeConnect(ConnectRequest)
         /// Apply to the chunk encoder after sending the preceding Set Chunk Size.
         case setOutgoingChunkSize(Int)
         /// Decide, then call `publishAllowed(channel:)` or `publishRejected(_:)`.
@@ -88,6 +105,12 @@ public struct ServerSession: Sendable {
     public private(set) var flashVer: String?
     public private(set) var swfURL: String?
     public private(set) var pageURL: String?
+    /// The query of connect's `app`, nginx-rtmp's connect args (sent to `on_connect` and `on_disconnect`).
+    public private(set) var connectArgs: String?
+    /// Whether `connect` was answered with success (the connection may have closed since).
+    public private(set) var isConnected = false
+    /// A connect waiting for `connectAllowed(app:)`.
+    private var pendingConnect: ConnectRequest?
     /// Whether the client said it understands GoAway (OBS does); kept for graceful redirects.
     public private(set) var supportsGoAway = false
     var messageStreams: Set<MessageStreamID> = []
@@ -251,8 +274,18 @@ public struct ServerSession: Sendable {
     }
 
     private mutating func connect(transactionID: Double, commandObject: AMF0Value) -> [Action] {
-        guard state == .awaitingConnect else { return close("second connect on one connection") }
-        app = commandObject["app"]?.stringValue.map { $0.split(separator: "/").first.map(String.init) ?? "" } ?? ""
+        guard state == .awaitingConnect, pendingConnect == nil else { return close("second connect on one connection") }
+        // `live?token=1`: the query is connect's args, the app its first part (nginx-rtmp drops a trailing
+        // `/` or `/_definst_` first).
+        var fullApp = Substring(commandObject["app"]?.stringValue ?? "")
+        if fullApp.hasSuffix("/_definst_") {
+            fullApp = fullApp.dropLast(10)
+        } else if fullApp.hasSuffix("/") {
+            fullApp = fullApp.dropLast()
+        }
+        let query = fullApp.firstIndex(of: "?").map { String(fullApp[fullApp.index(after: $0)...]) }
+        app = Self.withoutQuery(String(fullApp)).split(separator: "/").first.map(String.init) ?? ""
+        connectArgs = query.flatMap { $0.isEmpty ? nil : $0 }
         tcURL = commandObject["tcUrl"]?.stringValue
         flashVer = commandObject["flashVer"]?.stringValue
         swfURL = commandObject["swfUrl"]?.stringValue
@@ -260,7 +293,39 @@ public struct ServerSession: Sendable {
         supportsGoAway = commandObject["supportsGoAway"]?.booleanValue ?? false
         let objectEncoding = commandObject["objectEncoding"]?.numberValue ?? 0
         guard objectEncoding == 0 else { return close("AMF3 object encoding requested; only AMF0 is supported") }
+        guard configuration.authorizesConnect else { return connectReply(transactionID) }
+        let request = ConnectRequest(app: app, args: connectArgs, tcURL: tcURL, flashVer: flashVer, swfURL: swfURL,
+                                     pageURL: pageURL, transactionID: transactionID)
+        pendingConnect = request
+        return [.authorizeConnect(request)]
+    }
+
+    /// The owner allowed the connect asked for by `.authorizeConnect`, in `app` if it names another one
+    /// (nginx-rtmp's `on_connect` redirect).
+    public mutating func connectAllowed(app newApp: String? = nil) -> [Action] {
+        guard state == .awaitingConnect, let request = pendingConnect.take() else { return [] }
+        if let newApp { app = newApp }
+        return connectReply(request.transactionID)
+    }
+
+    /// The owner refused the connect: the client is told, and the connection closes.
+    public mutating func connectRejected(_ reason: String) -> [Action] {
+        guard state == .awaitingConnect, let request = pendingConnect.take() else { return [] }
+        return [
+            .send(ControlMessage.command([
+                .string("_error"), .number(request.transactionID), .null,
+                .object([
+                    .init("level", .string("error")),
+                    .init("code", .string("NetConnection.Connect.Rejected")),
+                    .init("description", .string(reason)),
+                ]),
+            ], chunkStreamID: Self.commandChunkStream)),
+        ] + close("connect refused: \(reason)")
+    }
+
+    private mutating func connectReply(_ transactionID: Double) -> [Action] {
         state = .connected
+        isConnected = true
         return [
             .send(ControlMessage.windowAcknowledgementSize(configuration.windowAcknowledgementSize)),
             .send(ControlMessage.setPeerBandwidth(configuration.peerBandwidth)),

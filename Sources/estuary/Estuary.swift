@@ -122,10 +122,32 @@ struct Serve: AsyncParsableCommand {
     var playSecret: String?
     @Option(help: "A channel that needs a signed URL to watch, over RTMP and HLS; * for all (repeatable). [ESTUARY_PRIVATE_CHANNEL, comma-separated]")
     var privateChannel: [String] = []
-    @Option(help: "nginx-rtmp's on_play: URL asked (form POST) before each RTMP play; 2xx allows, 3xx renames, else refuses. [ESTUARY_ON_PLAY]")
-    var onPlay: String?
-    @Option(help: "nginx-rtmp's on_record_done: URL told (form POST) the path of each finished recording. [ESTUARY_ON_RECORD_DONE]")
-    var onRecordDone: String?
+    @Option(help: "nginx-rtmp's on_connect: URL (or APP=URL, repeatable) asked on each RTMP connect; 2xx goes on, 3xx moves to the Location's app, else closes. [ESTUARY_ON_CONNECT]")
+    var onConnect: [String] = []
+    @Option(help: "nginx-rtmp's on_publish: URL (or APP=URL, repeatable) asked before each publish; 2xx allows, 3xx publishes as the Location's channel, else refuses. [ESTUARY_ON_PUBLISH]")
+    var onPublish: [String] = []
+    @Option(help: "nginx-rtmp's on_play: URL (or APP=URL, repeatable) asked before each RTMP play; 2xx allows, 3xx renames, else refuses. [ESTUARY_ON_PLAY]")
+    var onPlay: [String] = []
+    @Option(help: "nginx-rtmp's on_publish_done: URL (or APP=URL) told when a publish ends. [ESTUARY_ON_PUBLISH_DONE]")
+    var onPublishDone: [String] = []
+    @Option(help: "nginx-rtmp's on_play_done: URL (or APP=URL) told when an RTMP play ends. [ESTUARY_ON_PLAY_DONE]")
+    var onPlayDone: [String] = []
+    @Option(help: "nginx-rtmp's on_done: URL (or APP=URL) told when a publish or play ends. [ESTUARY_ON_DONE]")
+    var onDone: [String] = []
+    @Option(help: "nginx-rtmp's on_update: URL (or APP=URL) asked every --notify-update-timeout while a stream goes on; an error status ends it. [ESTUARY_ON_UPDATE]")
+    var onUpdate: [String] = []
+    @Option(help: "nginx-rtmp's on_disconnect: URL (or APP=URL) told when an RTMP connection closes. [ESTUARY_ON_DISCONNECT]")
+    var onDisconnect: [String] = []
+    @Option(help: "nginx-rtmp's on_record_done: URL (or APP=URL) told the path of each finished recording. [ESTUARY_ON_RECORD_DONE]")
+    var onRecordDone: [String] = []
+    @Option(help: "nginx-rtmp's notify_method: post (form body) or get (query string). [ESTUARY_NOTIFY_METHOD, default post]")
+    var notifyMethod: String?
+    @Option(help: "Seconds a notify hook may take to answer; past it the call counts as refused. [ESTUARY_NOTIFY_TIMEOUT, default 10]")
+    var notifyTimeout: Double?
+    @Option(help: "nginx-rtmp's notify_update_timeout: seconds between on_update calls; 0 = none. [ESTUARY_NOTIFY_UPDATE_TIMEOUT, default 30]")
+    var notifyUpdateTimeout: Double?
+    @Option(help: "nginx-rtmp's notify_update_strict: on ends the session on any non-2xx on_update answer, 3xx too. [ESTUARY_NOTIFY_UPDATE_STRICT, default off]")
+    var notifyUpdateStrict: String?
     @Option(help: "Bearer token for /api/v1 (16+ characters); without one the API answers loopback clients only. [ESTUARY_API_TOKEN]")
     var apiToken: String?
     @Option(help: "postgres://user:pass@host:port/db for PostgreSQL; default: SQLite file <data-dir>/estuary.sqlite. [ESTUARY_DATABASE_URL]")
@@ -213,8 +235,15 @@ struct Serve: AsyncParsableCommand {
         flag("rtmpMergedWrite", rtmpMergedWrite.map { .string("\($0)") })
         flag("playSecret", playSecret.map(ConfigContent.string))
         flag("privateChannel", privateChannel.isEmpty ? nil : .stringArray(privateChannel))
-        flag("onPlay", onPlay.map(ConfigContent.string))
-        flag("onRecordDone", onRecordDone.map(ConfigContent.string))
+        for (key, urls) in [("onConnect", onConnect), ("onPublish", onPublish), ("onPlay", onPlay),
+                            ("onPublishDone", onPublishDone), ("onPlayDone", onPlayDone), ("onDone", onDone),
+                            ("onUpdate", onUpdate), ("onDisconnect", onDisconnect), ("onRecordDone", onRecordDone)] {
+            flag(key, urls.isEmpty ? nil : .stringArray(urls))
+        }
+        flag("notifyMethod", notifyMethod.map(ConfigContent.string))
+        flag("notifyTimeout", notifyTimeout.map { .string("\($0)") })
+        flag("notifyUpdateTimeout", notifyUpdateTimeout.map { .string("\($0)") })
+        flag("notifyUpdateStrict", notifyUpdateStrict.map(ConfigContent.string))
         flag("apiToken", apiToken.map(ConfigContent.string))
         flag("databaseUrl", databaseUrl.map(ConfigContent.string))
         flag("jwtSecret", jwtSecret.map(ConfigContent.string))

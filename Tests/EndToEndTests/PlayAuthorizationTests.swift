@@ -1,4 +1,5 @@
 import App
+import NginxCompat
 import Foundation
 import Testing
 
@@ -70,7 +71,7 @@ extension EndToEnd {
                 default: .init(status: 403)
                 }
             }
-            let server = try await TestServer { $0.onPlay = hook.url }
+            let server = try await TestServer { $0.notify.onPlay = .init(hook.url) }
             let publisher = try publish("av-long.flv", to: server.rtmpURL("show"))
             _ = try await server.waitForPlaylist("show") { !$0.segments.isEmpty }
 

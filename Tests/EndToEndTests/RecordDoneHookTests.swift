@@ -1,4 +1,5 @@
 import App
+import NginxCompat
 import Foundation
 import Testing
 
@@ -10,7 +11,7 @@ extension EndToEnd {
             let hook = try await HookServer { _ in .init(status: 200) }
             let server = try await TestServer {
                 $0.recordMode = .all
-                $0.onRecordDone = hook.url
+                $0.notify.onRecordDone = .init(hook.url)
             }
             #expect(try await publish("av-640x360.flv", to: server.rtmpURL("taped"), extra: ["-t", "3"]).wait().status == 0)
             let deadline = ContinuousClock.now + .seconds(20)

@@ -37,7 +37,8 @@ struct OBSCaptureReplayTests {
                 case .streamDescription(let description): replay.descriptions.append(description)
                 case .metadata(let properties): replay.metadata = properties
                 case .close(let reason): replay.closed = reason
-                case .setOutgoingChunkSize, .unpublish, .authorizePlay, .startPlayback, .stopPlayback, .receive, .pausePlayback:
+                case .setOutgoingChunkSize, .unpublish, .authorizePlay, .startPlayback, .stopPlayback, .receive, .pausePlayback,
+                     .authorizeConnect:
                     break
                 }
             }
