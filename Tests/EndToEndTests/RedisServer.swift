@@ -105,6 +105,16 @@ final class RedisServer: Sendable {
     func kill() async throws {
         process.kill(SIGKILL)
         _ = try await process.wait()
+        try? FileManager.default.removeItem(at: directory)
+    }
+
+    /// A test that failed before `stop()` leaves no server behind.
+    deinit {
+        if process.isRunning {
+            process.kill(SIGCONT)
+            process.kill(SIGKILL)
+        }
+        try? FileManager.default.removeItem(at: directory)
     }
 
     func stop() async throws {
