@@ -91,7 +91,10 @@ extension EndToEnd {
         @Test("a node killed with SIGKILL: its stream, lease and record vanish within the TTL; the channel is publishable on another node")
         func nodeKilled() async throws {
             let redis = try await RedisServer.start()
-            let a = try await ServerProcess(["--redis-url", redis.url, "--node-id", "node-a", "--redis-heartbeat", "0.5", "--redis-ttl", "3"])
+            let data = FileManager.default.temporaryDirectory.appendingPathComponent("estuary-node-a-\(UUID().uuidString)")
+            defer { try? FileManager.default.removeItem(at: data) }
+            let a = try await ServerProcess(["--data-dir", data.path, "--redis-url", redis.url, "--node-id", "node-a",
+                                             "--redis-heartbeat", "0.5", "--redis-ttl", "3"])
             let b = try await Registry.node("node-b", redis)
             let publisher = try publish("av-long.flv", to: "rtmp://127.0.0.1:\(a.rtmpPort)/live/doomed")
             try await Registry.waitUntil("the stream in Redis") { try await Self.asserted(redis, channel: "doomed", node: "node-a") }
