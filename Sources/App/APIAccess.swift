@@ -125,3 +125,16 @@ struct RequestLogMiddleware: RouterMiddleware {
         logger.info("api request", metadata: metadata)
     }
 }
+
+/// The router's bare 404 for a path (or method) under `/api/` that no route serves, as the API's JSON error.
+struct UnknownAPIRouteMiddleware: RouterMiddleware {
+    typealias Context = AppRequestContext
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        do {
+            return try await next(request, context)
+        } catch let error as HTTPError where error.status == .notFound && error.body == nil && request.uri.path.hasPrefix("/api/") {
+            return APIErrorMiddleware.json(.notFound, "no route for \(request.method) \(request.uri.path.prefix(200))")
+        }
+    }
+}

@@ -233,6 +233,8 @@ package func buildApplication(_ configuration: EstuaryConfiguration, logger: Log
         return node
     }
 
+    // Added last, so it wraps only what no route matched: an unknown API path or method gets JSON too.
+    router.add(middleware: UnknownAPIRouteMiddleware())
     let httpAccess = playAccess.http
     let sharedRegistry = registrySetup.redis != nil
     let http = Application(

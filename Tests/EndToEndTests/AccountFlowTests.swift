@@ -148,6 +148,8 @@ extension EndToEnd {
                 ("GET", "/api/v1/auth/me", nil, nil, 401, "access token"),
                 ("POST", "/api/v1/channels", ["name": "nope"], nil, 401, "access token"),
                 ("GET", "/api/v1/channels/missing-one", nil, nil, 404, "no channel"),
+                ("GET", "/api/v1/no-such-route", nil, nil, 404, "no route for GET /api/v1/no-such-route"),
+                ("PUT", "/api/v1/channels", ["name": "x"], nil, 404, "no route for PUT /api/v1/channels"),
             ]
             for (method, path, json, raw, expected, fragment) in cases {
                 let reply = try await anonymous.call(method, path, json: json, raw: raw)
