@@ -1,3 +1,5 @@
+// CHiredis too: struct timeval (rusage below) comes through hiredis.h as well as Glibc, and release builds pick that one.
+import CHiredis
 import Foundation
 import Glibc
 public import Logging
