@@ -165,11 +165,13 @@ struct StorageSuite {
         _ = try await services.accounts.register(email: "race@example.com", username: "race", password: "correct horse battery")
         let session = try await services.accounts.login(email: "race@example.com", password: "correct horse battery", address: "10.0.0.2")
         let accounts = services.accounts
-        let results = await withTaskGroup(of: Bool.self) { group in
-            for _ in 0..<2 { group.addTask { (try? await accounts.refresh(session.refreshToken)) != nil } }
-            return await group.reduce(into: [Bool]()) { $0.append($1) }
+        let results = await withTaskGroup(of: HTTPResponse.Status?.self) { group in
+            // nil: this refresh won; a status: how it lost.
+            for _ in 0..<2 { group.addTask { await status { try await accounts.refresh(session.refreshToken) } } }
+            return await group.reduce(into: [HTTPResponse.Status?]()) { $0.append($1) }
         }
-        #expect(results.filter { $0 }.count == 1, "\(results)")
+        #expect(results.filter { $0 == nil }.count == 1, "\(results)")
+        #expect(results.filter { $0 == .unauthorized }.count == 1, "\(results)")
         await services.close()
     }
 

@@ -220,7 +220,8 @@ extension EndToEnd {
             let publisher = try publish("av-640x360.flv", to: "rtmp://127.0.0.1:\(server.rtmpPort)/live/\(printed)")
             try await EndToEnd.Relay.waitUntil("the channel's playlist", timeout: .seconds(20)) {
                 let url = URL(string: "http://127.0.0.1:\(server.httpPort)/live/ops-show/index.m3u8")!
-                guard let (_, response) = try? await URLSession.shared.data(from: url) else { return false }
+                // The server is listening (ServerProcess waited for it): only the status says "not yet".
+                let (_, response) = try await URLSession.shared.data(from: url)
                 return (response as? HTTPURLResponse)?.statusCode == 200
             }
             publisher.kill()
@@ -257,8 +258,9 @@ extension EndToEnd {
         @Test("with PostgreSQL stopped: the API answers 503 as JSON, a database key is refused with the reason, a configured key still publishes")
         func databaseDown() async throws {
             let postgres = try #require(PostgresServer.current)
+            let database = try postgres.createDatabase()
             let server = try await TestServer {
-                $0.databaseURL = postgres.url(database: (try? postgres.createDatabase()) ?? "postgres")
+                $0.databaseURL = postgres.url(database: database)
                 $0.bcryptCost = 10
                 $0.streamKeys = ["config-key-123": "configured"]
             }

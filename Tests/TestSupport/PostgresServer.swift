@@ -70,8 +70,9 @@ public final class PostgresServer: Sendable {
         let deadline = ContinuousClock.now + .seconds(30)
         while ContinuousClock.now < deadline {
             guard process.isRunning else { break }
-            if (try? run(binaries.appendingPathComponent("pg_isready").path,
-                         ["-h", "127.0.0.1", "-p", "\(port)", "-U", "estuary"], runAs: [])) != nil {
+            // pg_isready exits 0 once connections are accepted, non-zero until then.
+            if try status(binaries.appendingPathComponent("pg_isready").path,
+                          ["-h", "127.0.0.1", "-p", "\(port)", "-U", "estuary"], runAs: []).code == 0 {
                 return server
             }
             try await Task.sleep(for: .milliseconds(100))
@@ -102,6 +103,15 @@ public final class PostgresServer: Sendable {
 
     @discardableResult
     static func run(_ executable: String, _ arguments: [String], runAs: [String]) throws -> String {
+        let result = try status(executable, arguments, runAs: runAs)
+        guard result.code == 0 else {
+            throw Unavailable(description: "\(executable) \(arguments.joined(separator: " ")) failed: \(result.output)")
+        }
+        return result.output
+    }
+
+    /// Runs a command to its end: its exit status and output (a failure to start it throws).
+    static func status(_ executable: String, _ arguments: [String], runAs: [String]) throws -> (code: Int32, output: String) {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: runAs.first ?? executable)
         process.arguments = runAs.isEmpty ? arguments : Array(runAs.dropFirst()) + [executable] + arguments
@@ -111,10 +121,7 @@ public final class PostgresServer: Sendable {
         try process.run()
         let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         process.waitUntilExit()
-        guard process.terminationStatus == 0 else {
-            throw Unavailable(description: "\(executable) \(arguments.joined(separator: " ")) failed: \(output)")
-        }
-        return output
+        return (process.terminationStatus, output)
     }
 
     /// A port nothing listens on now (bound to 0, read, closed).
