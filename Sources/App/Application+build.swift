@@ -237,6 +237,15 @@ package func buildApplication(_ configuration: EstuaryConfiguration, logger: Log
     router.add(middleware: UnknownAPIRouteMiddleware())
     let httpAccess = playAccess.http
     let sharedRegistry = registrySetup.redis != nil
+    // Only a shared registry counts HLS sessions: without one, the fast path looks at no address.
+    let countHLSSession: (@Sendable (String, SocketAddress?, String?) -> Void)?
+    if sharedRegistry {
+        countHLSSession = { @Sendable channel, address, userAgent in
+            hub.registry.hlsSessionSeen(channel: channel, session: hlsSession(address, userAgent))
+        }
+    } else {
+        countHLSSession = nil
+    }
     let http = Application(
         router: router,
         // Open channels' playlists and whole segments are answered on the event loop (HLSFastPath);
@@ -245,9 +254,7 @@ package func buildApplication(_ configuration: EstuaryConfiguration, logger: Log
             // With Redis, only channels live here: the router redirects those live on another node.
             HLSFastPath(store: segments, serverName: "Estuary",
                         isOpen: { httpAccess($0, nil) == .open && (!sharedRegistry || hub.stream(channel: $0) != nil) },
-                        onPlaylist: { channel, address, userAgent in
-                            hub.registry.hlsSessionSeen(channel: channel, session: hlsSession(address, userAgent))
-                        }),
+                        onPlaylist: countHLSSession, rawRequests: true),
         ]),
         configuration: .init(address: .hostname(configuration.bind, port: configuration.httpPort), serverName: "Estuary"),
         onServerRunning: { channel in

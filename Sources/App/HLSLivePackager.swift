@@ -1,5 +1,7 @@
 import Logging
 import MediaCore
+import NIOCore
+import NIOPosix
 import Packaging
 import ServiceLifecycle
 import StreamHub
@@ -27,7 +29,7 @@ final class HLSLivePackager: Service, Sendable {
             // Under the workers lock, so a retiring worker cannot be removed between lookup and start.
             workers.withLock { workers in
                 let worker = workers[stream.channel] ?? HLSChannelWorker(
-                    channel: HLSChannelBox(name: stream.channel, configuration: configuration, store: store, logger: logger),
+                    channel: HLSChannel(name: stream.channel, configuration: configuration, store: store, logger: logger),
                     grace: grace, retention: retention, logger: logger) { [weak self] worker, generation in
                         await self?.retire(worker, generation: generation)
                     }
@@ -48,7 +50,7 @@ final class HLSLivePackager: Service, Sendable {
             workers[worker.name] = nil
             return true
         }
-        if retired { await worker.retire() }
+        if retired { worker.retire() }
     }
 
     func run() async throws {
@@ -59,38 +61,48 @@ final class HLSLivePackager: Service, Sendable {
         }
         // Publishers are gone (RTMP stops first); end every playlist now rather than after the grace.
         for worker in workers.withLock({ Array($0.values) }) {
-            await worker.shutdown()
+            worker.shutdown()
         }
     }
 }
 
-/// One channel's packaging, serialized: a republish waits for the previous publish to drain.
+/// One channel's packaging. Media is muxed where it arrives: on the publisher's event loop, right
+/// after the read that brought it (one scheduled drain per batch; no task and no thread hop per
+/// batch, which cost as much as the muxing). A republish waits for the previous publish to drain:
+/// publishes queue, and the first is packaged to its end before the next begins.
 final class HLSChannelWorker: Sendable {
+    private struct Publish {
+        let subscription: StreamSubscription
+        let generation: Int
+    }
+
     private struct State {
-        var task: Task<Void, Never>?
-        var subscription: StreamSubscription?
+        let channel: HLSChannel
+        /// In order; the first is being packaged, the rest wait for it to end.
+        var publishes: [Publish] = []
+        /// `beginPublish` was called for the first publish.
+        var began = false
         var graceTimer: Task<Void, Never>?
         /// Counts publishes; a grace timer only ends the playlist if no publish came after its own.
         var generation = 0
         var shuttingDown = false
     }
 
-    private let channel: HLSChannelBox
+    let name: String
     private let grace: Duration
     private let retention: Duration
     private let logger: Logger
     private let onEnded: @Sendable (HLSChannelWorker, Int) async -> Void
-    private let state = Mutex(State())
+    private let state: Mutex<State>
 
-    var name: String { channel.name }
-
-    init(channel: HLSChannelBox, grace: Duration, retention: Duration, logger: Logger,
+    init(channel: sending HLSChannel, grace: Duration, retention: Duration, logger: Logger,
          onEnded: @escaping @Sendable (HLSChannelWorker, Int) async -> Void) {
-        self.channel = channel
+        self.name = channel.name
         self.grace = grace
         self.retention = retention
         self.logger = logger
         self.onEnded = onEnded
+        self.state = Mutex(State(channel: channel))
     }
 
     /// No publish started after `generation`.
@@ -98,8 +110,8 @@ final class HLSChannelWorker: Sendable {
         state.withLock { $0.generation == generation && !$0.shuttingDown }
     }
 
-    func retire() async {
-        await channel.run { $0.retire() }
+    func retire() {
+        state.withLock { $0.channel.retire() }
     }
 
     func start(_ subscription: StreamSubscription) {
@@ -107,99 +119,99 @@ final class HLSChannelWorker: Sendable {
             state.graceTimer?.cancel()
             state.graceTimer = nil
             state.generation += 1
-            let generation = state.generation
-            state.subscription = subscription
-            let previous = state.task
-            state.task = Task { [self] in
-                await previous?.value
-                await package(subscription, generation: generation)
-            }
+            state.publishes.append(Publish(subscription: subscription, generation: state.generation))
+        }
+        subscription.setReadableHandler { [weak self] in self?.readable() }
+    }
+
+    /// Called by the publisher's thread (inside its stream's send): the drain runs after the
+    /// current read on that event loop, batching whatever the read delivered.
+    private func readable() {
+        if let loop = MultiThreadedEventLoopGroup.currentEventLoop {
+            loop.execute { [self] in drain() }
+        } else {
+            drain()
         }
     }
 
-    private func package(_ subscription: StreamSubscription, generation: Int) async {
-        await channel.run { $0.beginPublish() }
-        // A batch per actor hop: whatever queued while the last batch was muxed.
-        while let batch = await subscription.nextBatch() {
-            let failures = await channel.run { channel -> [any Error] in
-                var failures: [any Error] = []
-                for event in batch {
-                    do {
-                        switch event {
-                        case .description(let description): try channel.setDescription(description)
-                        case .packet(let packet): try channel.write(packet)
-                        case .metadata: break
+    /// Packages everything queued, publish after publish.
+    private func drain() {
+        let failures = state.withLock { state -> [(String, any Error)] in
+            var failures: [(String, any Error)] = []
+            while let publish = state.publishes.first {
+                if !state.began {
+                    state.channel.beginPublish()
+                    state.began = true
+                }
+                switch publish.subscription.poll() {
+                case .events(let events):
+                    for event in events {
+                        do {
+                            switch event {
+                            case .description(let description): try state.channel.setDescription(description)
+                            case .packet(let packet): try state.channel.write(packet)
+                            case .metadata: break
+                            }
+                        } catch {
+                            failures.append(("HLS packaging failed; segment dropped", error))
+                            state.channel.abandonSegment()
                         }
+                    }
+                case .empty:
+                    return failures
+                case .ended:
+                    do {
+                        try state.channel.endPublish()
                     } catch {
-                        failures.append(error)
-                        channel.abandonSegment()
+                        failures.append(("HLS final segment failed", error))
+                    }
+                    state.publishes.removeFirst()
+                    state.began = false
+                    if state.publishes.isEmpty, !state.shuttingDown {
+                        state.graceTimer = graceTimer(after: publish.generation)
                     }
                 }
-                return failures
             }
-            for error in failures {
-                logger.error("HLS packaging failed; segment dropped", metadata: ["channel": "\(channel.name)", "error": "\(error)"])
-            }
+            return failures
         }
-        do {
-            try await channel.run { try $0.endPublish() }
-        } catch {
-            logger.error("HLS final segment failed", metadata: ["channel": "\(channel.name)", "error": "\(error)"])
+        for (message, error) in failures {
+            logger.error("\(message)", metadata: ["channel": "\(name)", "error": "\(error)"])
         }
-        startGraceTimer(after: generation)
     }
 
     /// Ends the playlist after the grace, unless another publish started meanwhile.
-    private func startGraceTimer(after generation: Int) {
-        state.withLock { state in
-            // A newer publish is already queued or running: its own end arms the timer.
-            guard state.generation == generation, !state.shuttingDown else { return }
-            state.graceTimer = Task { [self, grace, retention] in
-                do {
-                    try await Task.sleep(for: grace)
-                } catch {
-                    return
-                }
-                let ended = await channel.run { channel in
-                    // Checked where the playlist changes, so a publish starting now cannot be ended.
-                    guard self.state.withLock({ $0.generation == generation }) else { return false }
-                    channel.endPlaylist()
-                    return true
-                }
-                guard ended else { return }
-                do {
-                    try await Task.sleep(for: retention)
-                } catch {
-                    return
-                }
-                await onEnded(self, generation)
+    private func graceTimer(after generation: Int) -> Task<Void, Never> {
+        Task { [self, grace, retention] in
+            do {
+                try await Task.sleep(for: grace)
+            } catch {
+                return
             }
+            let ended = state.withLock { state in
+                // Checked where the playlist changes, so a publish starting now cannot be ended.
+                guard state.generation == generation else { return false }
+                state.channel.endPlaylist()
+                return true
+            }
+            guard ended else { return }
+            do {
+                try await Task.sleep(for: retention)
+            } catch {
+                return
+            }
+            await onEnded(self, generation)
         }
     }
 
-    func shutdown() async {
-        let (task, subscription) = state.withLock { state in
+    func shutdown() {
+        let subscriptions = state.withLock { state in
             state.shuttingDown = true
-            return (state.task, state.subscription)
+            state.graceTimer?.cancel()
+            return state.publishes.map(\.subscription)
         }
-        subscription?.cancel()
-        await task?.value
-        state.withLock { $0.graceTimer?.cancel() }
-        await channel.run { $0.endPlaylist() }
-    }
-}
-
-/// Serializes access to a non-Sendable `HLSChannel` (its TS muxer owns libav state).
-actor HLSChannelBox {
-    private let channel: HLSChannel
-    nonisolated let name: String
-
-    init(name: String, configuration: HLSConfiguration, store: SegmentStore, logger: Logger) {
-        self.channel = HLSChannel(name: name, configuration: configuration, store: store, logger: logger)
-        self.name = name
-    }
-
-    func run<T: Sendable>(_ body: (HLSChannel) throws -> T) rethrows -> T {
-        try body(channel)
+        for subscription in subscriptions { subscription.cancel() }
+        // Their readable handlers may have deferred the drain to an event loop: drain here too.
+        drain()
+        state.withLock { $0.channel.endPlaylist() }
     }
 }

@@ -2,8 +2,9 @@ import Foundation
 
 /// The results as Markdown: a row per server per scenario, then Estuary / nginx-rtmp and the bar.
 public enum Report {
-    public static func markdown(_ measurements: [ServerRun], machine: String, date: String) -> String {
-        var lines = ["# Estuary vs nginx-rtmp — \(date)", "", machine, "",
+    /// `notes` go under the machine line: how the run was made, so anyone can make it again.
+    public static func markdown(_ measurements: [ServerRun], machine: String, date: String, notes: [String] = []) -> String {
+        var lines = ["# Estuary vs nginx-rtmp — \(date)", "", machine, ""] + notes.flatMap { [$0, ""] } + [
                      "| scenario | size | server | CPU % of a core | CPU % per unit | peak RSS | figures | valid |",
                      "| --- | --- | --- | ---: | ---: | ---: | --- | --- |"]
         for m in measurements {

@@ -16,6 +16,27 @@ public struct ServerRun: Sendable {
     public var figures: [String: Double] = [:]
 }
 
+extension ServerRun {
+    /// One server's repeated runs of a row as one: CPU and figures averaged, the peak RSS the
+    /// highest, valid only if every run was.
+    public static func mean(_ runs: [ServerRun]) -> ServerRun {
+        precondition(!runs.isEmpty, "a mean of no runs")
+        var mean = runs[0]
+        let count = Double(runs.count)
+        mean.cpuPercent = runs.map(\.cpuPercent).reduce(0, +) / count
+        let perUnit = runs.compactMap(\.cpuPerUnit)
+        mean.cpuPerUnit = perUnit.count == runs.count ? perUnit.reduce(0, +) / count : nil
+        mean.peakResidentBytes = runs.map(\.peakResidentBytes).max() ?? 0
+        mean.valid = runs.allSatisfy(\.valid)
+        mean.notes = runs.flatMap(\.notes)
+        mean.figures = mean.figures.keys.reduce(into: [:]) { figures, name in
+            let values = runs.compactMap { $0.figures[name] }
+            if values.count == runs.count { figures[name] = values.reduce(0, +) / count }
+        }
+        return mean
+    }
+}
+
 /// Runs the scenarios against Estuary and nginx-rtmp, one after the other, on the same machine.
 public struct BenchRunner: Sendable {
     public struct Settings: Sendable {
@@ -33,30 +54,47 @@ public struct BenchRunner: Sendable {
     public let settings: Settings
     public init(settings: Settings) { self.settings = settings }
 
-    /// N publishers of `source`; with `hls`, nginx-rtmp writes HLS to tmpfs and Estuary packages
-    /// it in memory (or on tmpfs too, with `hlsOnDisk`).
-    public func ingest(_ kind: ServerProcess.Kind, publishers: Int, source: FLVSource, hls: Bool,
-                       hlsOnDisk: Bool = false, label: String) async throws -> ServerRun {
-        let server = try ServerProcess(kind, options: .init(hls: hls, hlsOnDisk: hlsOnDisk, cpu: settings.serverCPU),
-                                       estuaryBinary: settings.estuaryBinary,
-                                       estuaryArguments: (hls ? [] : ["--hls", "off"]) + settings.estuaryArguments)
-        defer { server.stop() }
-        try await server.waitUntilReady()
-        let load = RTMPLoad()
-        var measurement = ServerRun(scenario: label, size: "N=\(publishers)", server: kind)
-        measurement.figures["streams"] = Double(publishers)
-        measurement.figures["bitrate"] = source.bitrate
-        measurement.figures["idle_rss"] = Double(ProcessStats.sample(root: server.pid)?.residentBytes ?? 0)
-        for index in 0..<publishers {
-            try await load.publish(source, to: RTMPTarget(port: server.rtmpPort, streamName: "bench\(index)"))
+    /// N publishers of `source` on each server in `kinds`, all of them at once: every server gets
+    /// its own N publishers and is sampled over the same seconds, so a machine that runs faster or
+    /// slower from minute to minute (a shared VM does) moves both, not the ratio. With `hls`,
+    /// nginx-rtmp writes HLS to tmpfs and Estuary packages it in memory (or on tmpfs too, with
+    /// `hlsOnDisk`).
+    public func ingest(_ kinds: [ServerProcess.Kind], publishers: Int, source: FLVSource, hls: Bool,
+                       hlsOnDisk: Bool = false, label: String) async throws -> [ServerRun] {
+        var servers: [ServerProcess] = []
+        defer { for server in servers { server.stop() } }
+        for kind in kinds {
+            let server = try ServerProcess(kind, options: .init(hls: hls, hlsOnDisk: hlsOnDisk, cpu: settings.serverCPU),
+                                           estuaryBinary: settings.estuaryBinary,
+                                           estuaryArguments: (hls ? [] : ["--hls", "off"]) + settings.estuaryArguments)
+            servers.append(server)
+            try await server.waitUntilReady()
         }
-        try await waitFor("\(publishers) publishing") { load.statistics.snapshot.publishing == publishers }
-        let monitor = try await measure(server, load: load)
-        await load.stop()
-        let snapshot = load.statistics.snapshot
-        finish(&measurement, monitor: monitor, units: publishers, snapshot: snapshot)
-        measurement.figures["lateness_ms"] = Double(snapshot.maxPublisherLateness)
-        return measurement
+        let loads = servers.map { _ in RTMPLoad() }
+        var measurements = servers.map { server in
+            var measurement = ServerRun(scenario: label, size: "N=\(publishers)", server: server.kind)
+            measurement.figures["streams"] = Double(publishers)
+            measurement.figures["bitrate"] = source.bitrate
+            measurement.figures["idle_rss"] = Double(ProcessStats.sample(root: server.pid)?.residentBytes ?? 0)
+            return measurement
+        }
+        // Interleaved, so neither server's publishers start (and warm up) before the other's.
+        for index in 0..<publishers {
+            for (server, load) in zip(servers, loads) {
+                try await load.publish(source, to: RTMPTarget(port: server.rtmpPort, streamName: "bench\(index)"))
+            }
+        }
+        try await waitFor("\(publishers) publishing on each server") {
+            loads.allSatisfy { $0.statistics.snapshot.publishing == publishers }
+        }
+        let monitors = try await measure(servers, loads: loads)
+        for load in loads { await load.stop() }
+        for index in measurements.indices {
+            let snapshot = loads[index].statistics.snapshot
+            finish(&measurements[index], monitor: monitors[index], units: publishers, snapshot: snapshot)
+            measurements[index].figures["lateness_ms"] = Double(snapshot.maxPublisherLateness)
+        }
+        return measurements
     }
 
     /// One publisher of `source` and M RTMP players of it.
@@ -154,16 +192,21 @@ public struct BenchRunner: Sendable {
     // MARK: Helpers
 
     private func measure(_ server: ServerProcess, load: RTMPLoad) async throws -> ProcessMonitor {
+        try await measure([server], loads: [load])[0]
+    }
+
+    /// Warm-up, then samples every server each second over the same measured window.
+    private func measure(_ servers: [ServerProcess], loads: [RTMPLoad]) async throws -> [ProcessMonitor] {
         try await Task.sleep(for: settings.warmup)
-        load.statistics.startMeasuring()
-        let monitor = ProcessMonitor(root: server.pid)
-        monitor.tick()
+        for load in loads { load.statistics.startMeasuring() }
+        let monitors = servers.map { ProcessMonitor(root: $0.pid) }
+        for monitor in monitors { monitor.tick() }
         let end = ContinuousClock.now + settings.measure
         while ContinuousClock.now < end {
             try await Task.sleep(for: .seconds(1))
-            monitor.tick()
+            for monitor in monitors { monitor.tick() }
         }
-        return monitor
+        return monitors
     }
 
     private func finish(_ measurement: inout ServerRun, monitor: ProcessMonitor, units: Int, snapshot: LoadStatistics.Snapshot) {

@@ -24,8 +24,9 @@ public final class HLSFastPath: ChannelDuplexHandler, RemovableChannelHandler {
 
     private let store: SegmentStore
     private let isOpen: @Sendable (_ channel: String) -> Bool
-    /// Told of each playlist answered here (viewer counting), as `HLSRoutes` tells of its own.
-    private let onPlaylist: @Sendable (_ channel: String, _ address: SocketAddress?, _ userAgent: String?) -> Void
+    /// Told of each playlist answered here (viewer counting), as `HLSRoutes` tells of its own;
+    /// nil when nobody counts (no address or header is looked at then).
+    private let onPlaylist: (@Sendable (_ channel: String, _ address: SocketAddress?, _ userAgent: String?) -> Void)?
     private let serverName: String
     /// Requests handed to Hummingbird whose response has not ended yet.
     private var inFlight = 0
@@ -41,15 +42,35 @@ public final class HLSFastPath: ChannelDuplexHandler, RemovableChannelHandler {
         var playlist = false
     }
     private var date = HTTPDate()
+    /// The last playlist answer on this connection: a player (or a load tester) asking again
+    /// within the same second for an unchanged playlist gets the same head, not a rebuilt one.
+    private var lastPlaylist: (channel: String, date: String, answer: Answer)?
 
-    /// - Parameter isOpen: whether a channel may be read without a signed URL.
+    /// The byte-level companion this handler puts at the head of the pipeline, if any.
+    private let rawPath: HLSRawFastPath?
+
+    /// - Parameters:
+    ///   - isOpen: whether a channel may be read without a signed URL.
+    ///   - rawRequests: also answer plain requests from their bytes, before the HTTP codec
+    ///     (`HLSRawFastPath`); for a server's pipeline, where this handler sits after the codec.
     public init(store: SegmentStore, serverName: String, isOpen: @escaping @Sendable (_ channel: String) -> Bool,
-                onPlaylist: @escaping @Sendable (_ channel: String, _ address: SocketAddress?, _ userAgent: String?) -> Void
-                    = { _, _, _ in }) {
+                onPlaylist: (@Sendable (_ channel: String, _ address: SocketAddress?, _ userAgent: String?) -> Void)? = nil,
+                rawRequests: Bool = false) {
         self.store = store
         self.serverName = serverName
         self.isOpen = isOpen
         self.onPlaylist = onPlaylist
+        rawPath = rawRequests ? HLSRawFastPath(store: store, serverName: serverName, isOpen: isOpen, onPlaylist: onPlaylist) : nil
+    }
+
+    public func handlerAdded(context: ChannelHandlerContext) {
+        guard let rawPath else { return }
+        do {
+            try context.pipeline.syncOperations.addHandler(rawPath, position: .first)
+        } catch {
+            // Without it every request takes the codec's way, which answers them all the same.
+            context.fireErrorCaught(error)
+        }
     }
 
     public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -57,7 +78,7 @@ public final class HLSFastPath: ChannelDuplexHandler, RemovableChannelHandler {
         case .head(let request):
             if inFlight == 0, !passing, let answer = answer(request) {
                 self.answer = answer
-                if answer.playlist, let channel = answer.channel {
+                if answer.playlist, let channel = answer.channel, let onPlaylist {
                     onPlaylist(channel, context.channel.remoteAddress, request.headerFields[.userAgent])
                 }
             } else {
@@ -88,11 +109,49 @@ public final class HLSFastPath: ChannelDuplexHandler, RemovableChannelHandler {
     /// The response to `request` if it is one this handler answers.
     func answer(_ request: HTTPRequest) -> Answer? {
         let isHead = request.method == .head
-        guard request.method == .get || isHead, let path = request.path, path.hasPrefix("/live/"),
+        guard request.method == .get || isHead, let path = request.path,
               request.headerFields[.range] == nil, request.headerFields[.origin] == nil,
-              request.headerFields[.connection]?.lowercased() != "close"
+              request.headerFields[.connection]?.lowercased() != "close",
+              let hit = Self.lookup(path: path, store: store, isOpen: isOpen)
         else { return nil }
-        // `/live/<channel>/<file>`, nothing more (no query, no further segments).
+        let now = date.now()
+        if hit.playlist, let last = lastPlaylist, last.channel == hit.channel, last.date == now, last.answer.body == hit.body {
+            var answer = last.answer
+            if isHead { answer.body = nil }
+            return answer
+        }
+        var fields = HTTPFields()
+        for (name, value) in hit.fields { fields[name] = value }
+        fields[.contentLength] = String(hit.body.readableBytes)
+        fields[.date] = now
+        fields[.server] = serverName
+        let answer = Answer(head: HTTPResponse(status: .ok, headerFields: fields), body: hit.body, channel: hit.channel,
+                            playlist: hit.playlist)
+        if hit.playlist { lastPlaylist = (hit.channel, now, answer) }
+        guard !isHead else { return Answer(head: answer.head, body: nil, channel: hit.channel, playlist: hit.playlist) }
+        return answer
+    }
+
+    /// What the fast path serves at `path`: an open channel's playlist or one of its segments.
+    struct Hit {
+        var channel: String
+        var playlist: Bool
+        var body: ByteBuffer
+        /// The fields that depend on the file, in the router's order; then come Content-Length, Date, Server.
+        var fields: [(HTTPField.Name, String)] { playlist ? Self.playlistFields : Self.segmentFields }
+
+        static let playlistFields: [(HTTPField.Name, String)] = [
+            (.contentType, "application/vnd.apple.mpegurl"), (.cacheControl, "no-cache"),
+        ]
+        static let segmentFields: [(HTTPField.Name, String)] = [
+            (.contentType, "video/mp2t"), (.cacheControl, "public, max-age=86400, immutable"), (.acceptRanges, "bytes"),
+        ]
+    }
+
+    /// `/live/<channel>/index.m3u8` or `/live/<channel>/<sequence>.ts`, nothing more (no query, no
+    /// further segments), of an open channel whose file is in memory.
+    static func lookup(path: String, store: SegmentStore, isOpen: (String) -> Bool) -> Hit? {
+        guard path.hasPrefix("/live/") else { return nil }
         let rest = path.utf8.dropFirst(6)
         guard let slash = rest.firstIndex(of: UInt8(ascii: "/")) else { return nil }
         let channel = String(Substring(rest[..<slash]))
@@ -100,27 +159,13 @@ public final class HLSFastPath: ChannelDuplexHandler, RemovableChannelHandler {
         guard !channel.isEmpty, !file.isEmpty, !file.utf8.contains(UInt8(ascii: "/")),
               !file.utf8.contains(UInt8(ascii: "?")), isOpen(channel)
         else { return nil }
-        var fields = HTTPFields()
-        let body: ByteBuffer
         if file == "index.m3u8" {
-            guard let playlist = store.playlistBytes(channel: channel) else { return nil }
-            fields[.contentType] = "application/vnd.apple.mpegurl"
-            fields[.cacheControl] = "no-cache"
-            body = playlist
-        } else {
-            guard file.hasSuffix(".ts"), let sequence = Int(file.dropLast(3)), sequence >= 0,
-                  let segment = store.segment(channel: channel, sequence: sequence)
-            else { return nil }
-            fields[.contentType] = "video/mp2t"
-            fields[.cacheControl] = "public, max-age=86400, immutable"
-            fields[.acceptRanges] = "bytes"
-            body = segment
+            return store.playlistBytes(channel: channel).map { Hit(channel: channel, playlist: true, body: $0) }
         }
-        fields[.contentLength] = String(body.readableBytes)
-        fields[.date] = date.now()
-        fields[.server] = serverName
-        return Answer(head: HTTPResponse(status: .ok, headerFields: fields), body: isHead ? nil : body, channel: channel,
-                      playlist: file == "index.m3u8")
+        guard file.hasSuffix(".ts"), let sequence = Int(file.dropLast(3)), sequence >= 0,
+              let segment = store.segment(channel: channel, sequence: sequence)
+        else { return nil }
+        return Hit(channel: channel, playlist: false, body: segment)
     }
 }
 

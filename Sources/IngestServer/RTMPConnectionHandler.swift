@@ -122,7 +122,12 @@ final class RTMPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
         guard !closing else { return }
         var incoming = unwrapInboundIn(data)
         bytesReceived += UInt64(incoming.readableBytes)
-        buffer.writeBuffer(&incoming)
+        if buffer.readableBytes == 0 {
+            // Nothing left over from the last read (the usual case): decode the read's own buffer.
+            buffer = incoming
+        } else {
+            buffer.writeBuffer(&incoming)
+        }
         guard buffer.readableBytes <= configuration.chunkLimits.maxBufferedBytes else {
             close(context: context, reason: "more than \(configuration.chunkLimits.maxBufferedBytes) bytes buffered")
             return

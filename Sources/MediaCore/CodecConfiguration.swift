@@ -62,7 +62,7 @@ public struct AudioSpecificConfig: Sendable, Equatable {
     /// The record exactly as received, SBR/PS extensions included; this is the codec's extradata.
     public var bytes: [UInt8]
 
-    static let samplingFrequencies = [
+    public static let samplingFrequencies = [
         96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000, 7350,
     ]
 

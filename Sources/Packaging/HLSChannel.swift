@@ -1,6 +1,7 @@
 import Foundation
 public import Logging
 public import MediaCore
+import NIOCore
 
 /// Cuts one channel's live media into MPEG-TS segments and keeps its playlist.
 ///
@@ -162,7 +163,7 @@ public final class HLSChannel {
         publish(data: data, until: end)
     }
 
-    private func publish(data: [UInt8], until end: Int64) {
+    private func publish(data: ByteBuffer, until end: Int64) {
         let entry = MediaPlaylist.Entry(
             sequence: nextSequence, duration: Double(max(end - segmentStart, 1)) / 1000,
             discontinuity: discontinuityPending, uri: "\(nextSequence).ts")
@@ -182,6 +183,6 @@ public final class HLSChannel {
             directory.remove(segments: evicted.map { "\($0).ts" })
         }
         logger.debug("segment", metadata: ["sequence": "\(entry.sequence)", "duration": "\(entry.duration)",
-                                           "bytes": "\(data.count)"])
+                                           "bytes": "\(data.readableBytes)"])
     }
 }

@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import NIOCore
 
 /// Writes a channel's segments and playlist to disk as nginx-rtmp's `hls_nested`
 /// layout does: `<root>/<channel>/index.m3u8` and `<root>/<channel>/<n>.ts`.
@@ -15,10 +16,10 @@ struct HLSDirectoryWriter {
         self.logger = logger
     }
 
-    func write(segment name: String, data: [UInt8]) {
+    func write(segment name: String, data: ByteBuffer) {
         perform("write segment \(name)") {
             try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-            try Data(data).write(to: directory.appendingPathComponent(name))
+            try Data(data.readableBytesView).write(to: directory.appendingPathComponent(name))
         }
     }
 

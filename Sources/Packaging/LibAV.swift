@@ -1,4 +1,5 @@
 import CFFmpeg
+import NIOCore
 
 /// A failed libav call: what we were doing and libav's error code, described with `av_strerror`'s text.
 public struct LibAVError: Error, CustomStringConvertible, Equatable, Sendable {
@@ -42,45 +43,66 @@ public struct LibAVError: Error, CustomStringConvertible, Equatable, Sendable {
     }
 }
 
-/// A write-only `AVIOContext` that appends everything a muxer writes to a growable memory buffer.
+/// A write-only `AVIOContext` that appends everything a muxer writes to a `ByteBuffer`.
 ///
-/// Owns the context, its I/O buffer (which libav may reallocate, so `pb->buffer` is what is freed)
-/// and the memory buffer. A muxer using it must be freed first: keep this object alive at least
-/// as long as the `AVFormatContext` whose `pb` it is.
+/// The muxed bytes are copied once, from the context's own buffer into the `ByteBuffer` that
+/// `take()` then hands out whole: that buffer is what HTTP serves, so a segment is never
+/// copied again. Owns the context and its I/O buffer (which libav may reallocate, so
+/// `pb->buffer` is what is freed). A muxer using it must be freed first: keep this object
+/// alive at least as long as the `AVFormatContext` whose `pb` it is.
 final class AVIOMemoryWriter {
+    /// More than this in one segment is refused (the muxer sees an I/O error): a ByteBuffer
+    /// cannot pass 4 GiB, and no live segment comes near this.
+    static let maxBytes = 1 << 30
+
     private(set) var context: UnsafeMutablePointer<AVIOContext>
     /// Heap-allocated so its address, which the context holds as `opaque`, never moves.
-    private let output: UnsafeMutablePointer<estuary_membuf>
+    private let sink: UnsafeMutablePointer<estuary_sink>
+    private var buffer: ByteBuffer
 
     init() throws(LibAVError) {
-        let output = UnsafeMutablePointer<estuary_membuf>.allocate(capacity: 1)
-        output.initialize(to: estuary_membuf(data: nil, size: 0, capacity: 0))
-        guard let context = estuary_avio_open_membuf(output) else {
-            output.deinitialize(count: 1)
-            output.deallocate()
+        let sink = UnsafeMutablePointer<estuary_sink>.allocate(capacity: 1)
+        sink.initialize(to: estuary_sink(write: nil, opaque: nil))
+        guard let context = estuary_avio_open_sink(sink) else {
+            sink.deinitialize(count: 1)
+            sink.deallocate()
             throw .outOfMemory("allocating the in-memory AVIOContext")
         }
         self.context = context
-        self.output = output
+        self.sink = sink
+        buffer = ByteBufferAllocator().buffer(capacity: 64 << 10)
+        // Unretained: the context, and so the sink's use of `self`, ends in deinit.
+        sink.pointee.opaque = Unmanaged.passUnretained(self).toOpaque()
+        sink.pointee.write = { opaque, bytes, count in
+            guard let opaque, let bytes else { return estuary_averror(EINVAL) }
+            let writer = Unmanaged<AVIOMemoryWriter>.fromOpaque(opaque).takeUnretainedValue()
+            guard writer.buffer.readableBytes <= AVIOMemoryWriter.maxBytes - Int(count) else { return estuary_averror(ENOMEM) }
+            writer.buffer.writeBytes(UnsafeRawBufferPointer(start: bytes, count: Int(count)))
+            return count
+        }
     }
 
     deinit {
         var context: UnsafeMutablePointer<AVIOContext>? = context
-        estuary_avio_close_membuf(&context)
-        estuary_membuf_free(output)
-        output.deinitialize(count: 1)
-        output.deallocate()
+        estuary_avio_close(&context)
+        sink.deinitialize(count: 1)
+        sink.deallocate()
     }
 
-    /// Flushes the context's buffer and returns every byte written since the previous call.
-    func take() throws(LibAVError) -> [UInt8] {
+    /// Flushes the context's buffer and returns every byte written since the previous call;
+    /// `last` when nothing more will be written.
+    func take(last: Bool = false) throws(LibAVError) -> ByteBuffer {
         avio_flush(context)
         // The write callback reports failures (out of memory) through the context's sticky error.
         try LibAVError.check(context.pointee.error, "writing muxed bytes to memory")
-        let size = output.pointee.size
-        guard size > 0, let data = output.pointee.data else { return [] }
-        let bytes = [UInt8](UnsafeBufferPointer(start: data, count: size))
-        output.pointee.size = 0  // keep the capacity for the next segment
+        let bytes = buffer
+        guard !last else {
+            buffer = ByteBuffer()
+            return bytes
+        }
+        // Segments of a stream are about the same size: reserving a little more than the last one
+        // means the next rarely grows (a growth copies).
+        buffer = ByteBufferAllocator().buffer(capacity: max(bytes.readableBytes + bytes.readableBytes / 8, 4096))
         return bytes
     }
 }

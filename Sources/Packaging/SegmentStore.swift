@@ -6,11 +6,6 @@ import Synchronization
 /// Bounded: a channel keeps its window plus `retainedAfterWindow` segments that
 /// left it (players that loaded an older playlist can still fetch them).
 public final class SegmentStore: Sendable {
-    public struct Segment: Sendable {
-        public var sequence: Int
-        public var data: [UInt8]
-    }
-
     private struct Channel {
         var playlist: MediaPlaylist
         var renderedPlaylist: String {
@@ -52,7 +47,7 @@ public final class SegmentStore: Sendable {
     /// Publishes a segment and the playlist that now lists it; returns the rendered playlist
     /// and the sequence numbers no longer retained.
     @discardableResult
-    func add(channel name: String, entry: MediaPlaylist.Entry, data: [UInt8],
+    func add(channel name: String, entry: MediaPlaylist.Entry, data: ByteBuffer,
              newPlaylist: @autoclosure () -> MediaPlaylist) -> (playlist: String, evicted: [Int]) {
         channels.withLock { channels in
             var channel = channels[name] ?? Channel(playlist: newPlaylist(), renderedPlaylist: "")
@@ -61,7 +56,7 @@ public final class SegmentStore: Sendable {
                 channel.retired += channel.playlist.entries.map(\.sequence)
                 channel.playlist = newPlaylist()
             }
-            channel.segments[entry.sequence] = ByteBuffer(bytes: data)
+            channel.segments[entry.sequence] = data
             let left = channel.playlist.append(entry)
             channel.retired += left.map(\.sequence)
             var evicted: [Int] = []

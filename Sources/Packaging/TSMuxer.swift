@@ -1,5 +1,6 @@
 import CFFmpeg
 public import MediaCore
+public import NIOCore
 
 /// libavformat's `mpegts` muxer writing into memory, cut into independently decodable segments.
 ///
@@ -9,11 +10,12 @@ public import MediaCore
 /// and PMT again.
 ///
 /// What comes out:
-/// - Video is H.264 Annex B: libav's automatic `h264_mp4toannexb` filter turns the AVCC
-///   payloads into start-code form, with an access unit delimiter before each frame and
-///   SPS/PPS (from the avcC) before each IDR picture that lacks them.
-/// - Audio is AAC in ADTS frames, built by the muxer from the AudioSpecificConfig; one frame
-///   per PES packet (about 2 TS packets per frame at 96 kb/s).
+/// - Video is H.264 Annex B (`H264AnnexBFraming`, done as the packet is copied for libav):
+///   start codes instead of lengths, an access unit delimiter before each frame, and SPS/PPS
+///   (from the avcC) in each keyframe that lacks them.
+/// - Audio is AAC in ADTS frames (`ADTSFraming`, likewise; libav frames the configurations
+///   ADTS's fixed header cannot say); one frame per PES packet (about 2 TS packets per frame
+///   at 96 kb/s).
 /// - TS timestamps are the packets' own: millisecond times × 90 on the 90 kHz clock, with no
 ///   offset (`max_delay` is 0, which is what would otherwise be added), PCR on the video PID
 ///   (audio when there is no video) equal to the DTS.
@@ -22,10 +24,19 @@ public import MediaCore
 /// Not thread-safe: one owner drives it. It owns its `AVFormatContext`, the in-memory
 /// `AVIOContext` and a reusable `AVPacket`, and frees them in `deinit`, finished or not.
 public final class TSMuxer {
-    private let nalUnitLengthSize: Int
+    private let h264: H264AnnexBFraming
+    /// Nil when ADTS cannot say the audio configuration: libav then frames it.
+    private let adts: ADTSFraming?
     private let output: AVIOMemoryWriter
     private var context: UnsafeMutablePointer<AVFormatContext>?
     private var packet: UnsafeMutablePointer<AVPacket>?
+    /// The packet's bytes, one buffer reused from packet to packet: when `av_write_frame` returns,
+    /// the mpegts muxer has written video out and copied audio into its PES buffer, and with the
+    /// payloads already framed no filter holds a packet. Not reference-counted, so libav takes
+    /// the bytes as lent. `padding` zero bytes follow the payload, as libav requires.
+    private var payload: UnsafeMutableRawPointer
+    private var payloadCapacity = 64 << 10
+    private static let padding = Int(AV_INPUT_BUFFER_PADDING_SIZE)
     private var video: Track?
     private var audio: Track?
     private var finished = false
@@ -50,16 +61,18 @@ public final class TSMuxer {
             throw .invalidArgument("creating a TS muxer without tracks")
         }
         if let video = description.video {
-            // libav only reads the avcC at the first packet; check the bytes it will read now.
+            // The record as received, parsed again: its bytes are what the framing is made from.
             do {
-                nalUnitLengthSize = try AVCDecoderConfigurationRecord(bytes: video.avcC.bytes).nalUnitLengthSize
+                h264 = H264AnnexBFraming(try AVCDecoderConfigurationRecord(bytes: video.avcC.bytes))
             } catch {
                 throw .invalidData("reading the avcC (\(error))")
             }
         } else {
-            nalUnitLengthSize = 4
+            h264 = H264AnnexBFraming(lengthSize: 4, parameterSets: [])
         }
+        adts = description.audio.flatMap { ADTSFraming($0.config) }
         output = try AVIOMemoryWriter()
+        payload = UnsafeMutableRawPointer.allocate(byteCount: payloadCapacity + Self.padding, alignment: 64)
         // Every stored property is set from here on, so a throw runs deinit, which frees what exists.
 
         var context: UnsafeMutablePointer<AVFormatContext>?
@@ -80,8 +93,10 @@ public final class TSMuxer {
             let codec: AVCodecID = switch track.codec {
             case .h264: AV_CODEC_ID_H264
             }
+            // Annex B parameter sets, not the avcC: with avcC extradata libav would add its own
+            // AVCC-to-Annex-B filter, although the packets already come in Annex B.
             let stream = try Self.addStream(to: context, type: AVMEDIA_TYPE_VIDEO, codec: codec,
-                                            extradata: track.avcC.bytes)
+                                            extradata: h264.parameterSets)
             video = Track(stream: stream)
         }
         if let track = description.audio {
@@ -110,6 +125,7 @@ public final class TSMuxer {
 
     deinit {
         av_packet_free(&packet)
+        payload.deallocate()
         // Frees the streams, their extradata, the bitstream filters and the muxer's own state.
         // The AVIOContext is ours (`output`) and is released after this, once nothing refers to it.
         avformat_free_context(context)
@@ -136,9 +152,22 @@ public final class TSMuxer {
             track = audio
         }
         guard !media.data.isEmpty else { throw .invalidData("muxing an empty \(media.kind) packet at \(media.dts) ms") }
-        if media.kind == .video, !Self.isWellFormedAVCC(media.data, lengthSize: nalUnitLengthSize) {
-            // Caught here because libav decides on its Annex B conversion from the first packet alone.
-            throw .invalidData("muxing a video packet at \(media.dts) ms whose NAL unit lengths do not add up")
+        // The payload as the TS carries it (Annex B, ADTS), framed while it is copied for libav.
+        let size: Int
+        var plan: H264AnnexBFraming.Plan?
+        var adts: ADTSFraming?
+        switch media.kind {
+        case .video:
+            guard let videoPlan = h264.plan(media.data, isKeyframe: media.isKeyframe) else {
+                throw .invalidData("muxing a video packet at \(media.dts) ms whose NAL unit lengths do not add up")
+            }
+            plan = videoPlan
+            size = videoPlan.size
+        case .audio:
+            // A frame that already has an ADTS sync word goes as it is, as libav would send it.
+            let hasSync = media.data.count >= 2 && media.data[0] == 0xFF && media.data[1] & 0xF0 == 0xF0
+            if media.data.count <= ADTSFraming.maxPayload, media.data.count >= 2, !hasSync { adts = self.adts }
+            size = media.data.count + (adts == nil ? 0 : ADTSFraming.headerSize)
         }
 
         let stream = track.stream
@@ -151,19 +180,36 @@ public final class TSMuxer {
             pts = max(pts, dts)
         }
 
-        try LibAVError.check(av_new_packet(packet, Int32(clamping: media.data.count)),
-                             "allocating a \(media.data.count)-byte packet")
-        defer { av_packet_unref(packet) }
-        guard let destination = packet.pointee.data, packet.pointee.size == media.data.count else {
-            throw .outOfMemory("allocating a \(media.data.count)-byte packet")
+        guard size <= Int(Int32.max) - Self.padding else {
+            throw .invalidData("muxing a \(media.kind) packet of \(media.data.count) bytes at \(media.dts) ms: too large")
         }
-        media.data.withUnsafeBytes { source in
-            if let base = source.baseAddress { UnsafeMutableRawPointer(destination).copyMemory(from: base, byteCount: source.count) }
+        if size > payloadCapacity {
+            payload.deallocate()
+            payloadCapacity = max(size, payloadCapacity * 2)
+            payload = UnsafeMutableRawPointer.allocate(byteCount: payloadCapacity + Self.padding, alignment: 64)
+        }
+        let output = UnsafeMutableRawBufferPointer(start: payload, count: size)
+        if let plan {
+            h264.write(media.data, plan, to: output)
+        } else {
+            var body = output
+            if let adts {
+                adts.writeHeader(payloadLength: media.data.count, to: output)
+                body = UnsafeMutableRawBufferPointer(rebasing: output[ADTSFraming.headerSize...])
+            }
+            media.data.withUnsafeBytes { body.copyMemory(from: $0) }
+        }
+        (payload + size).initializeMemory(as: UInt8.self, repeating: 0, count: Self.padding)
+        packet.pointee.data = payload.assumingMemoryBound(to: UInt8.self)
+        packet.pointee.size = Int32(size)
+        defer {
+            packet.pointee.data = nil
+            packet.pointee.size = 0
         }
         packet.pointee.stream_index = stream.pointee.index
         packet.pointee.dts = dts
         packet.pointee.pts = pts
-        if media.isKeyframe { packet.pointee.flags |= AV_PKT_FLAG_KEY }
+        packet.pointee.flags = media.isKeyframe ? AV_PKT_FLAG_KEY : 0
         // Recorded before the write: libav may have taken this DTS as its last even if the
         // write then fails, and one tick too many on a later equal DTS costs nothing.
         switch media.kind {
@@ -176,7 +222,7 @@ public final class TSMuxer {
 
     /// Flushes the muxer and returns every TS byte since the previous call: whole 188-byte
     /// packets, beginning with PAT and PMT. The next packet written starts a new segment.
-    public func takeSegment() throws(LibAVError) -> [UInt8] {
+    public func takeSegment() throws(LibAVError) -> ByteBuffer {
         guard !finished, let context else { throw .invalidArgument("cutting a segment from a finished TS muxer") }
         // A null packet makes mpegts write the audio frame it holds for the next PES packet.
         try LibAVError.check(av_write_frame(context, nil), "flushing the TS muxer")
@@ -184,18 +230,18 @@ public final class TSMuxer {
         // Consumed (and cleared) by the muxer at the next PES packet it writes.
         try LibAVError.check(av_opt_set(context.pointee.priv_data, "mpegts_flags", "+resend_headers", 0),
                              "asking for PAT and PMT at the next segment")
-        Self.moveProgramTablesFirst(&bytes)
+        bytes.withUnsafeMutableReadableBytes { Self.moveProgramTablesFirst($0) }
         return bytes
     }
 
     /// Writes the trailer and returns the bytes since the previous `takeSegment()`.
     /// Nothing can be written after this.
-    public func finish() throws(LibAVError) -> [UInt8] {
+    public func finish() throws(LibAVError) -> ByteBuffer {
         guard !finished, let context else { throw .invalidArgument("finishing a finished TS muxer") }
         finished = true
         try LibAVError.check(av_write_trailer(context), "writing the TS trailer")
-        var bytes = try output.take()
-        Self.moveProgramTablesFirst(&bytes)
+        var bytes = try output.take(last: true)
+        bytes.withUnsafeMutableReadableBytes { Self.moveProgramTablesFirst($0) }
         return bytes
     }
 
@@ -234,22 +280,11 @@ public final class TSMuxer {
     /// Whether `data` is a sequence of `lengthSize`-byte big-endian lengths, each followed by
     /// that many bytes, ending exactly at the end, with at least one non-empty NAL unit.
     static func isWellFormedAVCC(_ data: [UInt8], lengthSize: Int) -> Bool {
-        var offset = 0
-        var sawUnit = false
-        while offset < data.count {
-            guard data.count - offset >= lengthSize else { return false }
-            var length = 0
-            for byte in data[offset..<offset + lengthSize] { length = length << 8 | Int(byte) }
-            offset += lengthSize
-            guard length <= data.count - offset else { return false }
-            sawUnit = sawUnit || length > 0
-            offset += length
-        }
-        return sawUnit
+        H264AnnexBFraming(lengthSize: lengthSize, parameterSets: []).plan(data, isKeyframe: false) != nil
     }
 
     /// The PID of the 188-byte TS packet at `index`.
-    private static func pid(_ bytes: [UInt8], packet index: Int) -> Int {
+    private static func pid(_ bytes: UnsafeMutableRawBufferPointer, packet index: Int) -> Int {
         Int(bytes[index * 188 + 1] & 0x1F) << 8 | Int(bytes[index * 188 + 2])
     }
 
@@ -258,37 +293,39 @@ public final class TSMuxer {
     /// libav's table order is SDT, PAT, PMT; RFC 8216 §3.2 wants a segment's first two TS
     /// packets to be PAT and PMT. Packets of different PIDs can swap places freely (continuity
     /// counters are per PID). Anything but that exact layout is left unchanged. Only the few
-    /// packets ahead of the media move: a segment is never copied whole (a copy per segment per
-    /// channel was a fresh, page-faulted allocation each time).
-    static func moveProgramTablesFirst(_ bytes: inout [UInt8]) {
+    /// packets ahead of the media move: a segment is never copied whole.
+    static func moveProgramTablesFirst(_ bytes: UnsafeMutableRawBufferPointer) {
         let count = bytes.count / 188
         guard bytes.count % 188 == 0, count >= 3 else { return }
         var sdtPackets = 0
         while sdtPackets < count - 2, pid(bytes, packet: sdtPackets) == serviceDescriptionPID { sdtPackets += 1 }
         guard sdtPackets > 0, pid(bytes, packet: sdtPackets) == 0,
-              let pmtPID = programMapPID(inPATPacket: bytes[(sdtPackets * 188)..<(sdtPackets * 188 + 188)]),
+              let pmtPID = programMapPID(inPATPacket: Array(bytes[(sdtPackets * 188)..<(sdtPackets * 188 + 188)])),
               pid(bytes, packet: sdtPackets + 1) == pmtPID
         else { return }
         let tables = sdtPackets * 188
         let head = Array(bytes[0..<(tables + 2 * 188)])
-        bytes.replaceSubrange(0..<(2 * 188), with: head[tables...])
-        bytes.replaceSubrange((2 * 188)..<(tables + 2 * 188), with: head[..<tables])
+        // PAT and PMT first, then the SDT packets.
+        head.withUnsafeBytes { head in
+            UnsafeMutableRawBufferPointer(rebasing: bytes[0..<(2 * 188)]).copyMemory(from: UnsafeRawBufferPointer(rebasing: head[tables...]))
+            UnsafeMutableRawBufferPointer(rebasing: bytes[(2 * 188)..<(tables + 2 * 188)])
+                .copyMemory(from: UnsafeRawBufferPointer(rebasing: head[..<tables]))
+        }
     }
 
     /// The PMT PID of the first program in a TS packet carrying the start of a PAT section.
-    private static func programMapPID(inPATPacket packet: ArraySlice<UInt8>) -> Int? {
-        let start = packet.startIndex
-        guard packet.count == 188, packet[start] == 0x47, packet[start + 1] & 0x40 != 0 else { return nil }
-        var offset = start + 4
-        if packet[start + 3] & 0x20 != 0 { offset += 1 + Int(packet[start + 4]) }  // adaptation field
-        guard offset < packet.endIndex else { return nil }
+    private static func programMapPID(inPATPacket packet: [UInt8]) -> Int? {
+        guard packet.count == 188, packet[0] == 0x47, packet[1] & 0x40 != 0 else { return nil }
+        var offset = 4
+        if packet[3] & 0x20 != 0 { offset += 1 + Int(packet[4]) }  // adaptation field
+        guard offset < packet.count else { return nil }
         offset += 1 + Int(packet[offset])  // pointer field
         // table_id, section_length (2), transport_stream_id (2), version, section numbers (2),
         // then (program_number, PID) pairs; program 0 is the network PID, not a PMT.
-        guard offset + 8 <= packet.endIndex, packet[offset] == 0 else { return nil }
+        guard offset + 8 <= packet.count, packet[offset] == 0 else { return nil }
         let sectionEnd = offset + 3 + (Int(packet[offset + 1] & 0x0F) << 8 | Int(packet[offset + 2])) - 4
         var entry = offset + 8
-        while entry + 4 <= min(sectionEnd, packet.endIndex) {
+        while entry + 4 <= min(sectionEnd, packet.count) {
             let program = Int(packet[entry]) << 8 | Int(packet[entry + 1])
             let pid = Int(packet[entry + 2] & 0x1F) << 8 | Int(packet[entry + 3])
             if program != 0 { return pid }

@@ -63,38 +63,55 @@ struct EstuaryBench: AsyncParsableCommand {
             high = try FLVSource(path: "\(fixtures)/3000k.flv")
         }
         var results: [ServerRun] = []
+        func report(_ measurement: ServerRun) {
+            print("  \(measurement.scenario) \(measurement.size) \(measurement.server.rawValue): "
+                  + "CPU \(String(format: "%.1f", measurement.cpuPercent))%"
+                  + (measurement.valid ? "" : " INVALID: \(measurement.notes.joined(separator: "; "))"))
+            results.append(measurement)
+        }
+        /// One server after the other, twice, in the order A B B A, each server's two runs averaged:
+        /// a machine whose speed drifts over the four runs moves both averages alike.
         func both(_ body: (ServerProcess.Kind) async throws -> ServerRun) async throws {
-            for kind in ServerProcess.Kind.allCases {
-                let measurement = try await body(kind)
-                print("  \(measurement.scenario) \(measurement.size) \(kind.rawValue): CPU \(String(format: "%.1f", measurement.cpuPercent))%"
-                      + (measurement.valid ? "" : " INVALID: \(measurement.notes.joined(separator: "; "))"))
-                results.append(measurement)
-            }
+            let order = ServerProcess.Kind.allCases
+            var runs: [ServerProcess.Kind: [ServerRun]] = [:]
+            for kind in smoke ? order : order + order.reversed() { runs[kind, default: []].append(try await body(kind)) }
+            for kind in order { report(.mean(runs[kind] ?? [])) }
+        }
+        /// Both servers under the same load at the same time (ingest rows).
+        func sideBySide(_ body: ([ServerProcess.Kind]) async throws -> [ServerRun]) async throws {
+            for measurement in try await body(ServerProcess.Kind.allCases) { report(measurement) }
         }
         if smoke {
-            try await both { try await runner.ingest($0, publishers: 2, source: low, hls: true, label: "ingest+hls") }
+            try await sideBySide { try await runner.ingest($0, publishers: 2, source: low, hls: true, label: "ingest+hls") }
             try await both { try await runner.fanOut($0, players: 3, source: mid) }
         } else {
             let only = Set(only)
             for n in ingest where only.contains(.ingest) {
-                try await both { try await runner.ingest($0, publishers: n, source: low, hls: false, label: "ingest 600k") }
+                try await sideBySide { try await runner.ingest($0, publishers: n, source: low, hls: false, label: "ingest 600k") }
             }
             if only.contains(.ingest3M) {
-                try await both { try await runner.ingest($0, publishers: ingestHigh, source: high, hls: false, label: "ingest 3M") }
+                try await sideBySide { try await runner.ingest($0, publishers: ingestHigh, source: high, hls: false, label: "ingest 3M") }
             }
             for n in ingestHLS where only.contains(.ingestHLS) {
-                try await both { try await runner.ingest($0, publishers: n, source: low, hls: true, label: "ingest+hls") }
+                try await sideBySide { try await runner.ingest($0, publishers: n, source: low, hls: true, label: "ingest+hls") }
             }
             // Like for like: Estuary also writing its HLS to tmpfs, as nginx-rtmp does.
             for n in ingestHLS where only.contains(.ingestHLSOnTmpfs) {
-                try await both { kind in
-                    try await runner.ingest(kind, publishers: n, source: low, hls: true, hlsOnDisk: true, label: "ingest+hls on tmpfs")
+                try await sideBySide { kinds in
+                    try await runner.ingest(kinds, publishers: n, source: low, hls: true, hlsOnDisk: true, label: "ingest+hls on tmpfs")
                 }
             }
             for m in players where only.contains(.fanOut) { try await both { try await runner.fanOut($0, players: m, source: mid) } }
             if only.contains(.hls) { try await both { try await runner.hls($0, source: mid, wrkSeconds: 10, connections: 50) } }
         }
-        let report = Report.markdown(results, machine: Self.machine(), date: Self.today())
+        let invocation = (["estuary-bench"] + CommandLine.arguments.dropFirst()).joined(separator: " ")
+        let report = Report.markdown(results, machine: Self.machine(), date: Self.today(), notes: [
+            "Reproduce: `make bench` on a clean checkout (Debian/Ubuntu; it installs nginx, libnginx-mod-rtmp, wrk "
+                + "and ffmpeg, builds release and makes the fixtures). This run: `\(invocation)`.",
+            "Ingest rows load both servers at the same time, side by side on one core; fan-out and hls rows run "
+                + "Estuary, nginx-rtmp, nginx-rtmp, Estuary and average each server's two runs. "
+                + "Warm-up \(warmup) s, measured \(measure) s per run; CPU is utime+stime of all the server's processes.",
+        ])
         print(report)
         if let out {
             try FileManager.default.createDirectory(atPath: (out as NSString).deletingLastPathComponent,

@@ -1,5 +1,5 @@
 import App
-import Delivery
+@testable import Delivery
 import Foundation
 import FoundationNetworking
 import HTTPTypes
@@ -107,6 +107,90 @@ extension EndToEnd {
                     #expect(fast.headers["date"] != nil && fast.headers["server"] == "Estuary")
                 }
             }
+            publisher.kill()
+            _ = try await publisher.wait()
+            try await server.stop()
+        }
+
+        static let plainRequests: [(name: String, bytes: String, parsed: HLSRawFastPath.Parsed)] = {
+            let get = "GET /live/a/index.m3u8 HTTP/1.1\r\nHost: x\r\n\r\n"
+            let head = "HEAD /live/a/7.ts HTTP/1.1\r\nhost: x\r\nConnection: Keep-Alive\r\nUser-Agent: p/1\r\nContent-Length: 0\r\n\r\n"
+            return [
+                ("a GET with Host", get, .request(length: get.utf8.count, isHead: false, path: "/live/a/index.m3u8", userAgent: nil)),
+                ("a HEAD with keep-alive, a User-Agent and an empty body", head,
+                 .request(length: head.utf8.count, isHead: true, path: "/live/a/7.ts", userAgent: nil)),
+                ("a head not complete yet", "GET /live/a/index.m3u8 HTTP/1.1\r\nHo", .needMore),
+                ("a method not complete yet", "HE", .needMore),
+                ("another method", "POST /live/a/index.m3u8 HTTP/1.1\r\nHost: x\r\n\r\n", .other),
+                ("HTTP/1.0", "GET /live/a/index.m3u8 HTTP/1.0\r\nHost: x\r\n\r\n", .other),
+                ("no Host", "GET /live/a/index.m3u8 HTTP/1.1\r\nAccept: */*\r\n\r\n", .other),
+                ("a query", "GET /live/a/index.m3u8?token=1 HTTP/1.1\r\nHost: x\r\n\r\n", .other),
+                ("percent-encoding", "GET /live/a/index%2Em3u8 HTTP/1.1\r\nHost: x\r\n\r\n", .other),
+                ("Range", "GET /live/a/7.ts HTTP/1.1\r\nHost: x\r\nRange: bytes=0-1\r\n\r\n", .other),
+                ("Origin, any case", "GET /live/a/7.ts HTTP/1.1\r\nHost: x\r\noRiGiN: https://p\r\n\r\n", .other),
+                ("Connection: close", "GET /live/a/7.ts HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", .other),
+                ("a body", "GET /live/a/7.ts HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello", .other),
+                ("chunked", "GET /live/a/7.ts HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n", .other),
+                ("bare LF", "GET /live/a/7.ts HTTP/1.1\nHost: x\n\n", .other),
+                ("a folded header", "GET /live/a/7.ts HTTP/1.1\r\nHost: x\r\n folded\r\n\r\n", .other),
+                ("a line without a colon", "GET /live/a/7.ts HTTP/1.1\r\nHost x\r\n\r\n", .other),
+                ("a head over 8 KiB", "GET /live/a/7.ts HTTP/1.1\r\nHost: x\r\nX-Pad: " + String(repeating: "p", count: 9000), .other),
+            ]
+        }()
+
+        @Test("plain requests are read from their bytes; anything else is left to the codec", arguments: plainRequests)
+        func rawParse(name: String, bytes: String, parsed: HLSRawFastPath.Parsed) {
+            #expect(HLSRawFastPath.parse(ByteBuffer(string: bytes)) == parsed, "\(name)")
+        }
+
+        @Test("the byte-level path answers plain requests and hands the codec the rest, from the first it does not answer")
+        func rawHandler() async throws {
+            let server = try await TestServer()
+            let publisher = try publish("av-640x360.flv", to: server.rtmpURL("raw"))
+            _ = try await server.waitForPlaylist("raw") { !$0.segments.isEmpty }
+            let store = server.app.segments
+            let playlist = try #require(store.playlistBytes(channel: "raw"))
+            let channel = EmbeddedChannel(handler: HLSRawFastPath(store: store, serverName: "Estuary",
+                                                                  isOpen: { $0 != "private" }, onPlaylist: nil))
+            func answers() throws -> [ByteBuffer] {
+                var buffers: [ByteBuffer] = []
+                while let buffer = try channel.readOutbound(as: ByteBuffer.self) { buffers.append(buffer) }
+                return buffers
+            }
+            func passed() throws -> String {
+                var text = ""
+                while var buffer = try channel.readInbound(as: ByteBuffer.self) { text += buffer.readString(length: buffer.readableBytes)! }
+                return text
+            }
+            let get = "GET /live/raw/index.m3u8 HTTP/1.1\r\nHost: x\r\n\r\n"
+
+            // Split anywhere, a request is answered once its head is complete.
+            try channel.writeInbound(ByteBuffer(string: String(get.prefix(20))))
+            #expect(try answers().isEmpty)
+            try channel.writeInbound(ByteBuffer(string: String(get.dropFirst(20))))
+            var response = try answers()
+            #expect(response.count == 2 && response.last == playlist)
+            let head = String(buffer: response[0])
+            #expect(head.hasPrefix("HTTP/1.1 200 OK\r\nContent-Type: application/vnd.apple.mpegurl\r\nCache-Control: no-cache\r\n"
+                                   + "Content-Length: \(playlist.readableBytes)\r\nDate: "), "\(head)")
+            #expect(head.hasSuffix(" GMT\r\nServer: Estuary\r\n\r\n"), "\(head)")
+            #expect(try passed().isEmpty)
+
+            // HEAD: the same head, no body.
+            try channel.writeInbound(ByteBuffer(string: "HEAD /live/raw/index.m3u8 HTTP/1.1\r\nHost: x\r\n\r\n"))
+            response = try answers()
+            #expect(response.count == 1 && String(buffer: response[0]).hasPrefix("HTTP/1.1 200 OK\r\n"))
+
+            // Pipelined: the first is answered; from the private channel's request on, the codec has it all.
+            let later = "GET /live/private/index.m3u8 HTTP/1.1\r\nHost: x\r\n\r\n" + get
+            try channel.writeInbound(ByteBuffer(string: get + later))
+            #expect(try answers().count == 2)
+            #expect(try passed() == later)
+            try channel.writeInbound(ByteBuffer(string: get))
+            #expect(try answers().isEmpty)
+            #expect(try passed() == get)
+
+            _ = try channel.finish()
             publisher.kill()
             _ = try await publisher.wait()
             try await server.stop()

@@ -1,3 +1,4 @@
+import NIOCore
 import Testing
 
 @testable import Packaging
@@ -48,7 +49,7 @@ struct MediaPlaylistTests {
         let store = SegmentStore(retainedAfterWindow: 2)
         for sequence in 0..<6 {
             store.add(channel: "c", entry: .init(sequence: sequence, duration: 2, discontinuity: false, uri: "\(sequence).ts"),
-                      data: [UInt8(sequence)], newPlaylist: MediaPlaylist(targetDuration: 2, windowLength: 2))
+                      data: ByteBuffer(bytes: [UInt8(sequence)]), newPlaylist: MediaPlaylist(targetDuration: 2, windowLength: 2))
         }
         // Listed: 4, 5. Retained after leaving: 2, 3. Gone: 0, 1.
         #expect(store.playlistModel(channel: "c")?.entries.map(\.sequence) == [4, 5])
