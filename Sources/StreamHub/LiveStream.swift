@@ -114,7 +114,9 @@ public final class LiveStream: Sendable {
             case .packet(let packet):
                 cache(packet, in: &state)
             }
-            for subscription in state.subscribers.values { subscription.enqueue(event) }
+            var finished: [UInt64] = []
+            for (id, subscription) in state.subscribers where !subscription.enqueue(event) { finished.append(id) }
+            for id in finished { state.subscribers[id] = nil }
         }
     }
 

@@ -83,10 +83,16 @@ public final class StreamSubscription: AsyncSequence, Sendable {
         onCancel(id)
     }
 
-    func enqueue(_ event: StreamEvent) {
+    /// Returns false once the subscription is finished: the stream then drops it.
+    @discardableResult
+    func enqueue(_ event: StreamEvent) -> Bool {
         var readable: (@Sendable () -> Void)?
+        var open = true
         let waiter: CheckedContinuation<StreamEvent?, Never>? = state.withLock { state in
-            guard !state.finished else { return nil }
+            guard !state.finished else {
+                open = false
+                return nil
+            }
             if case .packet(let packet) = event {
                 if packet.kind == .video { state.hasVideo = true }
                 state.newestDTS = Swift.max(state.newestDTS ?? packet.dts, packet.dts)
@@ -125,6 +131,7 @@ public final class StreamSubscription: AsyncSequence, Sendable {
         }
         waiter?.resume(returning: event)
         readable?()
+        return open
     }
 
     func finish() {
@@ -194,7 +201,10 @@ public final class StreamSubscription: AsyncSequence, Sendable {
                 if let immediate { continuation.resume(returning: immediate) }
             }
         } onCancel: {
-            cancel()
+            // Not `cancel()`: this runs under the task's status lock, and the stream may be holding
+            // its own lock while it resumes this very task (`enqueue`); taking the stream's lock here
+            // would deadlock the two. The stream drops a finished subscription on its next event.
+            finish()
         }
     }
 

@@ -133,6 +133,33 @@ struct StreamHubTests {
         await publisher.finish()
     }
 
+    @Test("a consumer's task cancelled while the publisher is waking it: neither deadlocks, and the stream drops the subscription",
+          .timeLimit(.minutes(1)))
+    func cancelWhileSending() async throws {
+        let hub = StreamHub()
+        let publisher = try await hub.startPublishing(channel: "c", app: "live")
+        let sending = Atomic<Bool>(true)
+        let sender = Task.detached {
+            var dts: Int64 = 0
+            while sending.load(ordering: .relaxed) {
+                publisher.send(audio(dts))
+                dts += 1
+            }
+        }
+        for _ in 0..<2000 {
+            let subscription = publisher.stream.subscribe()
+            let consumer = Task { while await subscription.next() != nil {} }
+            await Task.yield()
+            consumer.cancel()
+            await consumer.value
+        }
+        sending.store(false, ordering: .relaxed)
+        await sender.value
+        publisher.send(audio(-1))
+        #expect(publisher.stream.statistics.subscribers == 0)
+        await publisher.finish()
+    }
+
     @Test("open mode takes the stream name as channel; keys map to channels; bad names are refused")
     func staticKeys() async {
         let open = StaticKeyAuthorizer(channelsByKey: [:])
