@@ -16,9 +16,10 @@ enum HTTPFetch {
     }
 }
 
-/// `#EXTINF` durations and URIs of a media playlist, in order, with its media sequence.
+/// `#EXTINF` durations and URIs of a media playlist, in order, with its media sequence and target duration.
 struct PlaylistView: Equatable {
     var mediaSequence = 0
+    var targetDuration: Double?
     var segments: [(uri: String, duration: Double)] = []
 
     init?(_ text: String) {
@@ -27,6 +28,8 @@ struct PlaylistView: Equatable {
         for line in text.split(separator: "\n") {
             if line.hasPrefix("#EXT-X-MEDIA-SEQUENCE:") {
                 mediaSequence = Int(line.dropFirst(22)) ?? 0
+            } else if line.hasPrefix("#EXT-X-TARGETDURATION:") {
+                targetDuration = Double(line.dropFirst(22))
             } else if line.hasPrefix("#EXTINF:") {
                 duration = Double(line.dropFirst(8).split(separator: ",").first ?? "")
             } else if !line.hasPrefix("#"), let value = duration {

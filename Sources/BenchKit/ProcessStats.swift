@@ -105,3 +105,14 @@ public final class ProcessMonitor: @unchecked Sendable {
         return Summary(cpuPercent: 100 * cpuSeconds / seconds, peakResidentBytes: peak, seconds: seconds)
     }
 }
+
+/// This process's own CPU time (all threads, not its children such as the servers or wrk): the
+/// generator's cost, to tell a saturated generator from a slow server.
+public enum GeneratorCPU {
+    public static func seconds() -> Double {
+        var usage = rusage()
+        guard getrusage(RUSAGE_SELF.rawValue, &usage) == 0 else { return 0 }
+        func seconds(_ time: timeval) -> Double { Double(time.tv_sec) + Double(time.tv_usec) / 1e6 }
+        return seconds(usage.ru_utime) + seconds(usage.ru_stime)
+    }
+}

@@ -57,6 +57,8 @@ public enum Report {
             [("CPU per stream", "≤ 0.55", cpuRatio(atMost: 0.55))]
         case "fan-out":
             [("CPU per player", "≤ 0.6", cpuRatio(atMost: 0.6))]
+        case "hls viewers":
+            [("CPU per viewer", "≤ 1.0", cpuRatio(atMost: 1.0))]
         case "hls":
             [("segment req/s", "≥ 1.0", figureRatio("segment_rps", atLeast: 1.0)),
              ("playlist req/s", "≥ 1.0", figureRatio("playlist_rps", atLeast: 1.0)),

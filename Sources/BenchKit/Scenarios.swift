@@ -1,4 +1,5 @@
 import Foundation
+import NIOCore
 
 /// One measured server in one scenario.
 public struct ServerRun: Sendable {
@@ -46,6 +47,8 @@ public struct BenchRunner: Sendable {
         /// The core servers are pinned to (the generator runs on the others).
         public var serverCPU: Int? = 0
         public var generatorCPU: Int? = 1
+        /// Fan-out players read once per this interval instead of as data arrives (zero).
+        public var playerReadInterval: Duration = .zero
         /// Appended to every Estuary command line (e.g. to compare settings).
         public var estuaryArguments: [String] = []
         public init(estuaryBinary: String) { self.estuaryBinary = estuaryBinary }
@@ -87,11 +90,12 @@ public struct BenchRunner: Sendable {
         try await waitFor("\(publishers) publishing on each server") {
             loads.allSatisfy { $0.statistics.snapshot.publishing == publishers }
         }
-        let monitors = try await measure(servers, loads: loads)
+        let window = try await measure(servers) { for load in loads { load.statistics.startMeasuring() } }
         for load in loads { await load.stop() }
         for index in measurements.indices {
             let snapshot = loads[index].statistics.snapshot
-            finish(&measurements[index], monitor: monitors[index], units: publishers, snapshot: snapshot)
+            finish(&measurements[index], window, index, units: publishers, errors: snapshot.errors,
+                   lateness: snapshot.maxPublisherLateness)
             measurements[index].figures["lateness_ms"] = Double(snapshot.maxPublisherLateness)
         }
         return measurements
@@ -103,16 +107,17 @@ public struct BenchRunner: Sendable {
                                        estuaryBinary: settings.estuaryBinary, estuaryArguments: ["--hls", "off"] + settings.estuaryArguments)
         defer { server.stop() }
         try await server.waitUntilReady()
-        let load = RTMPLoad()
+        let load = RTMPLoad(playerReadInterval: .milliseconds(Int64(settings.playerReadInterval.milliseconds)))
         var measurement = ServerRun(scenario: "fan-out", size: "M=\(players)", server: kind)
         try await load.publish(source, to: RTMPTarget(port: server.rtmpPort, streamName: "show"))
         try await waitFor("the publisher") { load.statistics.snapshot.publishing == 1 }
         for _ in 0..<players { try await load.play(RTMPTarget(port: server.rtmpPort, streamName: "show")) }
         try await waitFor("\(players) playing") { load.statistics.snapshot.playing == players }
-        let monitor = try await measure(server, load: load)
+        let window = try await measure([server]) { load.statistics.startMeasuring() }
         await load.stop()
         let snapshot = load.statistics.snapshot
-        finish(&measurement, monitor: monitor, units: players, snapshot: snapshot)
+        finish(&measurement, window, 0, units: players, errors: snapshot.errors, lateness: snapshot.maxPublisherLateness,
+               reads: true)
         let lags = snapshot.lags.sorted()
         if !lags.isEmpty {
             measurement.figures["lag_p50_ms"] = Double(lags[lags.count / 2])
@@ -137,22 +142,12 @@ public struct BenchRunner: Sendable {
         let playlistURL = "http://127.0.0.1:\(server.httpPort)/live/edge/index.m3u8"
         let started = ContinuousClock.now
         try await load.publish(source, to: RTMPTarget(port: server.rtmpPort, streamName: "edge"))
-        // First playable playlist: a 200 with at least one segment.
-        var first: PlaylistView?
-        while first == nil {
-            guard ContinuousClock.now - started < .seconds(30) else { throw BenchError.tool("\(kind.rawValue): no playlist in 30 s") }
-            if let (status, body) = await HTTPFetch.get(playlistURL), status == 200, let view = PlaylistView(body),
-               !view.segments.isEmpty {
-                first = view
-            } else {
-                try await Task.sleep(for: .milliseconds(20))
-            }
-        }
+        let first = try await firstPlaylist(playlistURL, kind: kind, since: started)
         measurement.figures["first_playlist_ms"] = (ContinuousClock.now - started).milliseconds
         // Edge age: when a segment appears, wall clock minus the media time its end stands for.
         var ages: [Double] = []
-        var mediaEnd = first!.segments.reduce(0) { $0 + $1.duration }
-        var newest = first!.mediaSequence + first!.segments.count - 1
+        var mediaEnd = first.segments.reduce(0) { $0 + $1.duration }
+        var newest = first.mediaSequence + first.segments.count - 1
         let until = ContinuousClock.now + .seconds(10)
         while ContinuousClock.now < until {
             try await Task.sleep(for: .milliseconds(50))
@@ -189,28 +184,94 @@ public struct BenchRunner: Sendable {
         return measurement
     }
 
+    /// One publisher of `source` and K HLS viewers of it, polling as players do: server CPU per
+    /// viewer, and how long after a segment's media ended a viewer had it.
+    public func hlsViewers(_ kind: ServerProcess.Kind, viewers: Int, source: FLVSource) async throws -> ServerRun {
+        let server = try ServerProcess(kind, options: .init(hls: true, cpu: settings.serverCPU),
+                                       estuaryBinary: settings.estuaryBinary, estuaryArguments: settings.estuaryArguments)
+        defer { server.stop() }
+        try await server.waitUntilReady()
+        var measurement = ServerRun(scenario: "hls viewers", size: "K=\(viewers)", server: kind)
+        let publisher = RTMPLoad()
+        let started = ContinuousClock.now
+        try await publisher.publish(source, to: RTMPTarget(port: server.rtmpPort, streamName: "show"))
+        // Seconds into the stream, its first playlist still starts with its first segment.
+        let first = try await firstPlaylist("http://127.0.0.1:\(server.httpPort)/live/show/index.m3u8", kind: kind, since: started)
+        let load = HLSViewerLoad(origin: started, firstSequence: first.mediaSequence)
+        for _ in 0..<viewers { try await load.watch(port: server.httpPort, playlistPath: "/live/show/index.m3u8") }
+        try await waitFor("\(viewers) viewers") { load.statistics.snapshot.watching == viewers }
+        // At least two 2 s segments' worth, so even a smoke run sees new segments.
+        let window = try await measure([server], atLeast: .seconds(5)) {
+            publisher.statistics.startMeasuring()
+            load.startMeasuring()
+        }
+        await load.stop()
+        await publisher.stop()
+        let snapshot = load.statistics.snapshot
+        finish(&measurement, window, 0, units: viewers, errors: snapshot.errors + publisher.statistics.snapshot.errors,
+               lateness: publisher.statistics.snapshot.maxPublisherLateness, reads: true)
+        let delays = snapshot.delays.sorted()
+        if delays.isEmpty {
+            measurement.valid = false
+            measurement.notes.append("viewers fetched no segment")
+        } else {
+            measurement.figures["delay_p50_ms"] = Double(delays[delays.count / 2])
+            measurement.figures["delay_p99_ms"] = Double(delays[min(delays.count - 1, delays.count * 99 / 100)])
+        }
+        measurement.figures["segments"] = Double(snapshot.segments)
+        measurement.figures["missed"] = Double(snapshot.missed)
+        if snapshot.missed > 0 {
+            measurement.valid = false
+            measurement.notes.append("viewers missed \(snapshot.missed) segments")
+        }
+        return measurement
+    }
+
     // MARK: Helpers
 
-    private func measure(_ server: ServerProcess, load: RTMPLoad) async throws -> ProcessMonitor {
-        try await measure([server], loads: [load])[0]
+    /// Polls until the playlist is playable (a 200 with at least one segment).
+    private func firstPlaylist(_ url: String, kind: ServerProcess.Kind, since started: ContinuousClock.Instant) async throws -> PlaylistView {
+        while true {
+            guard ContinuousClock.now - started < .seconds(30) else { throw BenchError.tool("\(kind.rawValue): no playlist in 30 s") }
+            if let (status, body) = await HTTPFetch.get(url), status == 200, let view = PlaylistView(body), !view.segments.isEmpty {
+                return view
+            }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+    }
+
+    /// The measured seconds: each server's samples, and the generator's own CPU over them.
+    struct Window {
+        var monitors: [ProcessMonitor]
+        /// Percent of one core this process (publishers, players, viewers) used.
+        var generatorPercent: Double
     }
 
     /// Warm-up, then samples every server each second over the same measured window.
-    private func measure(_ servers: [ServerProcess], loads: [RTMPLoad]) async throws -> [ProcessMonitor] {
+    private func measure(_ servers: [ServerProcess], atLeast minimum: Duration = .zero,
+                         starting: () -> Void) async throws -> Window {
         try await Task.sleep(for: settings.warmup)
-        for load in loads { load.statistics.startMeasuring() }
+        starting()
         let monitors = servers.map { ProcessMonitor(root: $0.pid) }
         for monitor in monitors { monitor.tick() }
-        let end = ContinuousClock.now + settings.measure
+        let began = (ContinuousClock.now, GeneratorCPU.seconds())
+        let end = ContinuousClock.now + max(settings.measure, minimum)
         while ContinuousClock.now < end {
             try await Task.sleep(for: .seconds(1))
             for monitor in monitors { monitor.tick() }
         }
-        return monitors
+        let wall = (ContinuousClock.now - began.0).milliseconds / 1000
+        return Window(monitors: monitors, generatorPercent: 100 * (GeneratorCPU.seconds() - began.1) / max(wall, 0.001))
     }
 
-    private func finish(_ measurement: inout ServerRun, monitor: ProcessMonitor, units: Int, snapshot: LoadStatistics.Snapshot) {
-        if let summary = monitor.summary {
+    /// A reading generator this busy may be what limits the run (its reads batch up and the
+    /// server's writes with them), so the row would measure the generator, not the server.
+    /// Publishers are judged by their lateness instead: it says directly whether they kept time.
+    static let readerLimit = 90.0
+
+    private func finish(_ measurement: inout ServerRun, _ window: Window, _ index: Int, units: Int, errors: [String],
+                        lateness: Int64 = 0, reads: Bool = false) {
+        if let summary = window.monitors[index].summary {
             measurement.cpuPercent = summary.cpuPercent
             measurement.cpuPerUnit = summary.cpuPercent / Double(max(units, 1))
             measurement.peakResidentBytes = summary.peakResidentBytes
@@ -218,13 +279,18 @@ public struct BenchRunner: Sendable {
             measurement.valid = false
             measurement.notes.append("the server could not be sampled")
         }
-        if snapshot.maxPublisherLateness > 500 {
+        measurement.figures["generator_cpu"] = window.generatorPercent
+        if reads, window.generatorPercent > Self.readerLimit {
             measurement.valid = false
-            measurement.notes.append("generator fell \(snapshot.maxPublisherLateness) ms behind real time")
+            measurement.notes.append("the generator used \(Int(window.generatorPercent))% of its core")
         }
-        if !snapshot.errors.isEmpty {
+        if lateness > 500 {
             measurement.valid = false
-            measurement.notes.append("\(snapshot.errors.count) errors, first: \(snapshot.errors[0])")
+            measurement.notes.append("generator fell \(lateness) ms behind real time")
+        }
+        if !errors.isEmpty {
+            measurement.valid = false
+            measurement.notes.append("\(errors.count) errors, first: \(errors[0])")
         }
     }
 

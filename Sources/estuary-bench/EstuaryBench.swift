@@ -26,6 +26,10 @@ struct EstuaryBench: AsyncParsableCommand {
     var ingestHLS: [Int] = [30, 100]
     @Option(parsing: .upToNextOption, help: "Player counts for fan-out (one 2.5 Mbps publisher).")
     var players: [Int] = [100, 300, 500]
+    @Option(parsing: .upToNextOption, help: "HLS viewer counts (one 2.5 Mbps publisher, viewers polling as players do).")
+    var viewers: [Int] = [300]
+    @Option(help: "Milliseconds between a fan-out player's socket reads (0: as data arrives, like a real player).")
+    var playerReadInterval = 0
     @Option(help: "Seconds of warm-up discarded before each measurement.")
     var warmup = 5
     @Option(help: "Seconds measured per row.")
@@ -37,17 +41,18 @@ struct EstuaryBench: AsyncParsableCommand {
     @Option(help: "Where to write the Markdown report (also printed).")
     var out: String?
     @Option(parsing: .upToNextOption,
-            help: "Scenarios to run: ingest, ingest-3m, ingest-hls, ingest-hls-tmpfs, fan-out, hls (default: all).")
+            help: "Scenarios to run: ingest, ingest-3m, ingest-hls, ingest-hls-tmpfs, fan-out, hls, hls-viewers (default: all).")
     var only: [Scenario] = Scenario.allCases
 
     enum Scenario: String, CaseIterable, ExpressibleByArgument {
         case ingest, ingest3M = "ingest-3m", ingestHLS = "ingest-hls", ingestHLSOnTmpfs = "ingest-hls-tmpfs"
-        case fanOut = "fan-out", hls
+        case fanOut = "fan-out", hls, hlsViewers = "hls-viewers"
     }
 
     func run() async throws {
         var settings = BenchRunner.Settings(estuaryBinary: estuary)
         settings.serverCPU = serverCPU
+        settings.playerReadInterval = .milliseconds(playerReadInterval)
         settings.estuaryArguments = estuaryArgs.split(separator: " ").map(String.init)
         settings.generatorCPU = serverCPU == 0 ? 1 : 0
         settings.warmup = .seconds(smoke ? 1 : warmup)
@@ -84,6 +89,7 @@ struct EstuaryBench: AsyncParsableCommand {
         if smoke {
             try await sideBySide { try await runner.ingest($0, publishers: 2, source: low, hls: true, label: "ingest+hls") }
             try await both { try await runner.fanOut($0, players: 3, source: mid) }
+            try await both { try await runner.hlsViewers($0, viewers: 3, source: mid) }
         } else {
             let only = Set(only)
             for n in ingest where only.contains(.ingest) {
@@ -102,6 +108,9 @@ struct EstuaryBench: AsyncParsableCommand {
                 }
             }
             for m in players where only.contains(.fanOut) { try await both { try await runner.fanOut($0, players: m, source: mid) } }
+            for k in viewers where only.contains(.hlsViewers) {
+                try await both { try await runner.hlsViewers($0, viewers: k, source: mid) }
+            }
             if only.contains(.hls) { try await both { try await runner.hls($0, source: mid, wrkSeconds: 10, connections: 50) } }
         }
         let invocation = (["estuary-bench"] + CommandLine.arguments.dropFirst()).joined(separator: " ")

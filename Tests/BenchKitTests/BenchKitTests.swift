@@ -1,6 +1,9 @@
 @testable import BenchKit
 import Foundation
 import MediaCore
+import NIOCore
+import NIOEmbedded
+import NIOHTTP1
 import Testing
 
 @Suite("Bench tools")
@@ -58,8 +61,10 @@ struct BenchKitTests {
 
     @Test("playlists: sequence, durations and URIs")
     func playlist() throws {
-        let view = try #require(PlaylistView("#EXTM3U\n#EXT-X-MEDIA-SEQUENCE:7\n#EXTINF:2.000,\n7.ts\n#EXTINF:1.5,\n8.ts\n"))
+        let view = try #require(PlaylistView("#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:7\n#EXTINF:2.000,\n7.ts\n#EXTINF:1.5,\n8.ts\n"))
         #expect(view.mediaSequence == 7)
+        #expect(view.targetDuration == 2)
+        #expect(PlaylistView("#EXTM3U\n#EXTINF:2.000,\n7.ts\n")?.targetDuration == nil)
         #expect(view.segments.map(\.uri) == ["7.ts", "8.ts"])
         #expect(view.segments.map(\.duration) == [2, 1.5])
         #expect(PlaylistView("<html>") == nil)
@@ -91,5 +96,51 @@ struct BenchKitTests {
         #expect(Report.markdown([estuary, nginx], machine: "m", date: "d").contains("FALL SHORT"))
         estuary.valid = false
         #expect(Report.markdown([estuary, nginx], machine: "m", date: "d").contains("invalid run"))
+    }
+
+    @Test("an HLS viewer starts at the live edge, fetches each new segment once, reloads as RFC 8216 says, counts what slid away")
+    func viewer() throws {
+        let statistics = ViewerStatistics(origin: .now, firstSequence: 10)
+        statistics.startMeasuring()
+        let channel = EmbeddedChannel(handler: HLSViewer(host: "h:1", playlistPath: "/live/s/index.m3u8", statistics: statistics))
+        try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
+        channel.embeddedEventLoop.run()  // the first load is scheduled for the moment of joining
+        #expect(try requested(channel) == "/live/s/index.m3u8")
+        let first = "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:10\n#EXTINF:2,\n10.ts\n#EXTINF:2,\n11.ts\n"
+        try respond(channel, first)
+        #expect(try requested(channel) == "/live/s/11.ts", "only the newest segment at the start")
+        try respond(channel, String(repeating: "x", count: 188))
+        #expect(try requested(channel) == nil)
+        channel.embeddedEventLoop.advanceTime(by: .seconds(2))
+        #expect(try requested(channel) == "/live/s/index.m3u8", "a changed playlist is reloaded a target duration later")
+        try respond(channel, first)
+        channel.embeddedEventLoop.advanceTime(by: .milliseconds(999))
+        #expect(try requested(channel) == nil)
+        channel.embeddedEventLoop.advanceTime(by: .milliseconds(1))
+        #expect(try requested(channel) == "/live/s/index.m3u8", "an unchanged one half a target duration later")
+        try respond(channel, "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:14\n#EXTINF:2,\n14.ts\n#EXTINF:2,\n15.ts\n")
+        #expect(try requested(channel) == "/live/s/14.ts")
+        try respond(channel, "y")
+        #expect(try requested(channel) == "/live/s/15.ts")
+        try respond(channel, "", status: .notFound)
+        let snapshot = statistics.snapshot
+        #expect(snapshot.missed == 2, "12 and 13 left the window unseen")
+        #expect(snapshot.segments == 2 && snapshot.bytes == 189)
+        #expect(snapshot.delays.count == 1, "only 11's media end is known: 12 and 13 were never listed")
+        #expect(snapshot.errors.first?.hasPrefix("HTTP 404") == true)
+        #expect(!channel.isActive)
+    }
+
+    private func requested(_ channel: EmbeddedChannel) throws -> String? {
+        guard case .head(let head)? = try channel.readOutbound(as: HTTPClientRequestPart.self) else { return nil }
+        guard case .end? = try channel.readOutbound(as: HTTPClientRequestPart.self) else { return nil }
+        #expect(head.headers["Host"] == ["h:1"])
+        return head.uri
+    }
+
+    private func respond(_ channel: EmbeddedChannel, _ body: String, status: HTTPResponseStatus = .ok) throws {
+        try channel.writeInbound(HTTPClientResponsePart.head(HTTPResponseHead(version: .http1_1, status: status)))
+        try channel.writeInbound(HTTPClientResponsePart.body(ByteBuffer(string: body)))
+        try channel.writeInbound(HTTPClientResponsePart.end(nil))
     }
 }
