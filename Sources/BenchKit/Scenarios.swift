@@ -133,16 +133,12 @@ public struct BenchRunner: Sendable {
     /// HLS: time from publish to the first playable playlist, the newest segment's age, and `wrk`
     /// fetching a live segment and the playlist.
     public func hls(_ kind: ServerProcess.Kind, source: FLVSource, wrkSeconds: Int, connections: Int) async throws -> ServerRun {
-        let server = try ServerProcess(kind, options: .init(hls: true, cpu: settings.serverCPU),
-                                       estuaryBinary: settings.estuaryBinary, estuaryArguments: settings.estuaryArguments)
+        let server = try await hlsServer(kind)
         defer { server.stop() }
-        try await server.waitUntilReady()
         var measurement = ServerRun(scenario: "hls", size: "1 stream", server: kind)
         let load = RTMPLoad()
         let playlistURL = "http://127.0.0.1:\(server.httpPort)/live/edge/index.m3u8"
-        let started = ContinuousClock.now
-        try await load.publish(source, to: RTMPTarget(port: server.rtmpPort, streamName: "edge"))
-        let first = try await firstPlaylist(playlistURL, kind: kind, since: started)
+        let (started, first) = try await publishUntilPlayable(source, stream: "edge", load: load, server: server)
         measurement.figures["first_playlist_ms"] = (ContinuousClock.now - started).milliseconds
         // Edge age: when a segment appears, wall clock minus the media time its end stands for.
         var ages: [Double] = []
@@ -187,16 +183,12 @@ public struct BenchRunner: Sendable {
     /// One publisher of `source` and K HLS viewers of it, polling as players do: server CPU per
     /// viewer, and how long after a segment's media ended a viewer had it.
     public func hlsViewers(_ kind: ServerProcess.Kind, viewers: Int, source: FLVSource) async throws -> ServerRun {
-        let server = try ServerProcess(kind, options: .init(hls: true, cpu: settings.serverCPU),
-                                       estuaryBinary: settings.estuaryBinary, estuaryArguments: settings.estuaryArguments)
+        let server = try await hlsServer(kind)
         defer { server.stop() }
-        try await server.waitUntilReady()
         var measurement = ServerRun(scenario: "hls viewers", size: "K=\(viewers)", server: kind)
         let publisher = RTMPLoad()
-        let started = ContinuousClock.now
-        try await publisher.publish(source, to: RTMPTarget(port: server.rtmpPort, streamName: "show"))
         // Seconds into the stream, its first playlist still starts with its first segment.
-        let first = try await firstPlaylist("http://127.0.0.1:\(server.httpPort)/live/show/index.m3u8", kind: kind, since: started)
+        let (started, first) = try await publishUntilPlayable(source, stream: "show", load: publisher, server: server)
         let load = HLSViewerLoad(origin: started, firstSequence: first.mediaSequence)
         for _ in 0..<viewers { try await load.watch(port: server.httpPort, playlistPath: "/live/show/index.m3u8") }
         try await waitFor("\(viewers) viewers") { load.statistics.snapshot.watching == viewers }
@@ -229,12 +221,32 @@ public struct BenchRunner: Sendable {
 
     // MARK: Helpers
 
-    /// Polls until the playlist is playable (a 200 with at least one segment).
-    private func firstPlaylist(_ url: String, kind: ServerProcess.Kind, since started: ContinuousClock.Instant) async throws -> PlaylistView {
+    /// A server of `kind` with HLS on, ready for load; the caller stops it.
+    private func hlsServer(_ kind: ServerProcess.Kind) async throws -> ServerProcess {
+        let server = try ServerProcess(kind, options: .init(hls: true, cpu: settings.serverCPU),
+                                       estuaryBinary: settings.estuaryBinary, estuaryArguments: settings.estuaryArguments)
+        do {
+            try await server.waitUntilReady()
+        } catch {
+            server.stop()
+            throw error
+        }
+        return server
+    }
+
+    /// Publishes `source` as `stream` and polls until its playlist is playable (a 200 with at least
+    /// one segment); returns when the publish began and that first playlist.
+    private func publishUntilPlayable(_ source: FLVSource, stream: String, load: RTMPLoad,
+                                      server: ServerProcess) async throws -> (ContinuousClock.Instant, PlaylistView) {
+        let url = "http://127.0.0.1:\(server.httpPort)/live/\(stream)/index.m3u8"
+        let started = ContinuousClock.now
+        try await load.publish(source, to: RTMPTarget(port: server.rtmpPort, streamName: stream))
         while true {
-            guard ContinuousClock.now - started < .seconds(30) else { throw BenchError.tool("\(kind.rawValue): no playlist in 30 s") }
+            guard ContinuousClock.now - started < .seconds(30) else {
+                throw BenchError.tool("\(server.kind.rawValue): no playlist in 30 s")
+            }
             if let (status, body) = await HTTPFetch.get(url), status == 200, let view = PlaylistView(body), !view.segments.isEmpty {
-                return view
+                return (started, view)
             }
             try await Task.sleep(for: .milliseconds(20))
         }
