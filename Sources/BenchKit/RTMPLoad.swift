@@ -13,8 +13,6 @@ public final class LoadStatistics: Sendable {
         public var errors: [String] = []
         /// The generator's own delay: how late (ms) it sent a packet past its real-time slot.
         public var maxPublisherLateness: Int64 = 0
-        public var bytesSent: UInt64 = 0
-        public var bytesReceived: UInt64 = 0
         /// Per received media message after warm-up: how much later than the best case it arrived (ms).
         public var lags: [Int64] = []
         /// Gaps of more than a second between a player's media messages.
@@ -22,22 +20,25 @@ public final class LoadStatistics: Sendable {
     }
 
     private let state = Mutex(Snapshot())
-    /// Lags are kept after this instant (the warm-up is discarded).
-    private let measureFrom = Mutex<ContinuousClock.Instant?>(nil)
+    /// Lags are kept from the moment this is set (the warm-up is discarded). An atomic, not the
+    /// lock: players ask on every media message.
+    private let measuringFlag = Atomic(false)
 
     public init() {}
 
+    /// Players hand in what they measured when they close (`RTMPLoad.stop()`), so a snapshot has
+    /// their lags only after that.
     public var snapshot: Snapshot { state.withLock { $0 } }
     public func startMeasuring() {
-        measureFrom.withLock { $0 = .now }
         state.withLock {
             $0.lags.removeAll(keepingCapacity: true)
             $0.stalls = 0
             $0.maxPublisherLateness = 0
         }
+        measuringFlag.store(true, ordering: .releasing)
     }
 
-    var measuring: Bool { measureFrom.withLock { $0 != nil } }
+    var measuring: Bool { measuringFlag.load(ordering: .acquiring) }
     func update(_ change: (inout Snapshot) -> Void) { state.withLock { change(&$0) } }
     func error(_ text: String) {
         state.withLock { if $0.errors.count < 100 { $0.errors.append(text) } }
@@ -61,7 +62,9 @@ final class LoadConnection: ChannelInboundHandler, @unchecked Sendable {
     private var decoder = ChunkDecoder()
     private var encoder = ChunkEncoder()
     private var session: ClientSession
-    private var buffer = ByteBuffer()
+    /// Bytes of a chunk not complete at the end of a read, copied out of the read's buffer so
+    /// NIO can reuse that buffer for the next read.
+    private var leftover: ByteBuffer?
     private var received: UInt64 = 0
     private var context: ChannelHandlerContext?
 
@@ -72,6 +75,10 @@ final class LoadConnection: ChannelInboundHandler, @unchecked Sendable {
     // Player: the best (smallest) arrival offset seen, and the last arrival.
     private var bestOffset: Int64?
     private var lastArrival: NIODeadline?
+    /// Kept here and handed to the shared statistics on close: a lock per media message would
+    /// be the generator's own cost, not the server's.
+    private var lags: [Int64] = []
+    private var stalls = 0
 
     init(role: Role, url: RTMPTarget, statistics: LoadStatistics) {
         self.role = role
@@ -91,7 +98,10 @@ final class LoadConnection: ChannelInboundHandler, @unchecked Sendable {
         statistics.update {
             switch role {
             case .publisher: if startedAt != nil { $0.publishing -= 1 }
-            case .player: if lastArrival != nil { $0.playing -= 1 }
+            case .player:
+                if lastArrival != nil { $0.playing -= 1 }
+                $0.lags.append(contentsOf: lags)
+                $0.stalls += stalls
             }
         }
     }
@@ -102,30 +112,31 @@ final class LoadConnection: ChannelInboundHandler, @unchecked Sendable {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        var incoming = unwrapInboundIn(data)
-        received += UInt64(incoming.readableBytes)
-        statistics.update { $0.bytesReceived += UInt64(incoming.readableBytes) }
-        if buffer.readableBytes == 0 {
-            buffer = incoming
-        } else {
-            buffer.writeBuffer(&incoming)
+        var buffer = unwrapInboundIn(data)
+        received += UInt64(buffer.readableBytes)
+        if var pending = leftover.take() {
+            pending.writeBuffer(&buffer)
+            buffer = pending
         }
         do {
-            while handshake.state != .done {
-                guard let action = try handshake.feed(&buffer) else { return }
+            while handshake.state != .done, let action = try handshake.feed(&buffer) {
                 switch action {
                 case .send(let c2): context.write(wrapOutboundOut(c2), promise: nil)
                 case .complete: perform(session.start(), context: context)
                 }
             }
-            while let message = try decoder.decode(&buffer) {
+            while handshake.state == .done, let message = try decoder.decode(&buffer) {
                 if case .player = role, message.typeID == 8 || message.typeID == 9 {
                     arrived(message, context: context)
                 } else {
                     perform(session.receive(message), context: context)
                 }
             }
-            buffer.discardReadBytes()
+            if buffer.readableBytes > 0 {
+                var rest = context.channel.allocator.buffer(capacity: buffer.readableBytes + 4096)
+                rest.writeBuffer(&buffer)
+                leftover = rest
+            }
             perform(session.bytesReceived(total: received), context: context)
         } catch {
             statistics.error("\(error)")
@@ -152,7 +163,6 @@ final class LoadConnection: ChannelInboundHandler, @unchecked Sendable {
             }
         }
         if out.readableBytes > 0 {
-            statistics.update { $0.bytesSent += UInt64(out.readableBytes) }
             context.writeAndFlush(wrapOutboundOut(out), promise: nil)
         }
     }
@@ -189,9 +199,7 @@ final class LoadConnection: ChannelInboundHandler, @unchecked Sendable {
             nextIndex += 1
         }
         guard out.readableBytes > 0 else { return }
-        let bytes = UInt64(out.readableBytes)
         statistics.update {
-            $0.bytesSent += bytes
             $0.maxPublisherLateness = max($0.maxPublisherLateness, lateness)
         }
         context.writeAndFlush(wrapOutboundOut(out), promise: nil)
@@ -208,10 +216,8 @@ final class LoadConnection: ChannelInboundHandler, @unchecked Sendable {
         let gap = lastArrival.map { (now - $0).nanoseconds / 1_000_000 } ?? 0
         lastArrival = now
         guard statistics.measuring else { return }
-        statistics.update {
-            $0.lags.append(offset - best)
-            if gap > 1000 { $0.stalls += 1 }
-        }
+        lags.append(offset - best)
+        if gap > 1000 { stalls += 1 }
     }
 }
 

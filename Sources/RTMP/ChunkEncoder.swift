@@ -53,19 +53,33 @@ public struct ChunkEncoder: Sendable {
         }
     }
 
-    /// The header format for `message`, and the value of its timestamp field (absolute or delta).
-    private func header(for message: RTMPMessage, length: Int) -> (format: UInt8, timeField: UInt32) {
+    /// The header format for a message, and the value of its timestamp field (absolute or delta).
+    private func header(for message: MessageHeader) -> (format: UInt8, timeField: UInt32) {
         guard compresses(message.chunkStreamID), let previous = sent[message.chunkStreamID],
               previous.messageStreamID == message.messageStreamID, message.timestamp >= previous.timestamp
         else { return (0, message.timestamp) }
         let delta = message.timestamp - previous.timestamp
-        guard previous.length == length, previous.typeID == message.typeID else { return (1, delta) }
+        guard previous.length == message.length, previous.typeID == message.typeID else { return (1, delta) }
         return previous.delta == delta ? (3, delta) : (2, delta)
     }
 
     public mutating func encode(_ message: RTMPMessage, into out: inout ByteBuffer) {
-        let length = message.payload.readableBytes
-        let (format, timeField) = header(for: message, length: length)
+        encode(MessageHeader(message, length: message.payload.readableBytes), message.payload, into: &out)
+    }
+
+    /// A media message written straight from its FLV tag's parts: no payload buffer is built
+    /// first, so a player's media costs one copy, not two.
+    public mutating func encode(_ message: FLVTagMessage, into out: inout ByteBuffer) {
+        let body = message.tag.body
+        let payload = TagPayload(head: message.tag.head, body: body)
+        encode(MessageHeader(typeID: message.typeID, messageStreamID: message.messageStreamID, timestamp: message.timestamp,
+                             chunkStreamID: message.chunkStreamID, length: payload.count),
+               payload, into: &out)
+    }
+
+    private mutating func encode(_ message: MessageHeader, _ payload: some ChunkPayload, into out: inout ByteBuffer) {
+        let length = message.length
+        let (format, timeField) = header(for: message)
         let extended = timeField >= 0xFFFFFF
         out.reserveCapacity(out.writerIndex + length + 18 + (length / chunkSize) * 8)
         writeBasicHeader(format: format, message.chunkStreamID, into: &out)
@@ -82,17 +96,16 @@ public struct ChunkEncoder: Sendable {
                                                      delta: format == 0 ? nil : timeField)
         }
 
-        var payload = message.payload
-        var first = true
-        while first || payload.readableBytes > 0 {
-            if !first {
+        var offset = 0
+        repeat {
+            if offset > 0 {
                 writeBasicHeader(format: 3, message.chunkStreamID, into: &out)
                 if extended { out.writeInteger(timeField) }
             }
-            first = false
-            var slice = payload.readSlice(length: min(chunkSize, payload.readableBytes))!
-            out.writeBuffer(&slice)
-        }
+            let end = min(offset + chunkSize, length)
+            payload.write(offset..<end, into: &out)
+            offset = end
+        } while offset < length
     }
 
     private func writeBasicHeader(format: UInt8, _ id: ChunkStreamID, into out: inout ByteBuffer) {
@@ -111,5 +124,47 @@ public struct ChunkEncoder: Sendable {
     private func writeUInt24(_ value: UInt32, into out: inout ByteBuffer) {
         out.writeMultipleIntegers(UInt8(truncatingIfNeeded: value >> 16), UInt8(truncatingIfNeeded: value >> 8),
                                   UInt8(truncatingIfNeeded: value))
+    }
+}
+
+/// The header fields of a message being encoded.
+private struct MessageHeader {
+    var typeID: UInt8
+    var messageStreamID: MessageStreamID
+    var timestamp: UInt32
+    var chunkStreamID: ChunkStreamID
+    var length: Int
+}
+
+extension MessageHeader {
+    init(_ message: RTMPMessage, length: Int) {
+        self.init(typeID: message.typeID, messageStreamID: message.messageStreamID, timestamp: message.timestamp,
+                  chunkStreamID: message.chunkStreamID, length: length)
+    }
+}
+
+/// A payload the encoder copies chunk by chunk, from wherever its bytes are.
+private protocol ChunkPayload {
+    /// Appends the payload's bytes in `range` (offsets from its start).
+    func write(_ range: Range<Int>, into out: inout ByteBuffer)
+}
+
+extension ByteBuffer: ChunkPayload {
+    fileprivate func write(_ range: Range<Int>, into out: inout ByteBuffer) {
+        out.writeImmutableBuffer(getSlice(at: readerIndex + range.lowerBound, length: range.count)!)
+    }
+}
+
+/// An FLV tag's head then its body, without joining them.
+private struct TagPayload: ChunkPayload {
+    var head: FLVTag.Head
+    var body: [UInt8]
+    var count: Int { head.count + body.count }
+
+    func write(_ range: Range<Int>, into out: inout ByteBuffer) {
+        let headEnd = min(range.upperBound, head.count)
+        if range.lowerBound < headEnd { head.write(range.lowerBound..<headEnd, into: &out) }
+        let bodyRange = max(range.lowerBound, head.count) - head.count ..< max(range.upperBound, head.count) - head.count
+        if !bodyRange.isEmpty { out.writeBytes(body[bodyRange]) }
     }
 }

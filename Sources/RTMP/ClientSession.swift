@@ -205,7 +205,7 @@ public struct ClientSession: Sendable {
     /// The audio/video message for `packet` on the upstream's clock (zero at the first packet; video
     /// starts on a keyframe, audio with it); nil before `.published` or while waiting for a keyframe.
     public mutating func packet(_ packet: MediaPacket) -> RTMPMessage? {
-        muxer?.packet(packet)
+        muxer?.packet(packet)?.message
     }
 
     // MARK: Input

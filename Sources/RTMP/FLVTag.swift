@@ -156,25 +156,57 @@ public struct MediaDemuxer: Sendable {
 extension FLVTag {
     /// The message body for this tag (what a player or relay receives).
     public func encode(into buffer: inout ByteBuffer) {
+        let head = head
+        buffer.reserveCapacity(buffer.writerIndex + head.count + body.count)
+        head.write(0..<head.count, into: &buffer)
+        buffer.writeBytes(body)
+    }
+
+    /// The tag's codec header: frame type and codec id, packet type, composition time.
+    public struct Head: Sendable, Equatable {
+        private var packed: UInt64
+        public let count: Int
+
+        // Two initializers, not a variadic one: that would allocate an array per media message.
+        init(_ first: UInt8, _ second: UInt8) {
+            packed = UInt64(first) << 56 | UInt64(second) << 48
+            count = 2
+        }
+
+        init(_ first: UInt8, _ second: UInt8, _ third: UInt8, _ fourth: UInt8, _ fifth: UInt8) {
+            packed = UInt64(first) << 56 | UInt64(second) << 48 | UInt64(third) << 40 | UInt64(fourth) << 32
+                | UInt64(fifth) << 24
+            count = 5
+        }
+
+        subscript(index: Int) -> UInt8 { UInt8(truncatingIfNeeded: packed >> (56 - 8 * UInt64(index))) }
+
+        func write(_ range: Range<Int>, into buffer: inout ByteBuffer) {
+            for index in range { buffer.writeInteger(self[index]) }
+        }
+    }
+
+    /// The bytes before the tag's data; `head` then `body` is the message payload.
+    public var head: Head {
         switch self {
-        case .avcSequenceHeader(let record):
-            buffer.writeBytes([0x17, 0x00, 0, 0, 0])
-            buffer.writeBytes(record.bytes)
-        case .avcNALUnits(let isKeyframe, let compositionTime, let data):
-            let cts = UInt32(bitPattern: compositionTime) & 0xFF_FFFF
-            buffer.writeBytes([isKeyframe ? 0x17 : 0x27, 0x01, UInt8(cts >> 16), UInt8(truncatingIfNeeded: cts >> 8),
-                               UInt8(truncatingIfNeeded: cts)])
-            buffer.writeBytes(data)
-        case .avcEndOfSequence:
-            buffer.writeBytes([0x17, 0x02, 0, 0, 0])
-        case .videoInfo:
-            buffer.writeBytes([0x57, 0x00])
-        case .aacSequenceHeader(let config):
-            buffer.writeBytes([0xAF, 0x00])
-            buffer.writeBytes(config.bytes)
-        case .aacRaw(let data):
-            buffer.writeBytes([0xAF, 0x01])
-            buffer.writeBytes(data)
+        case .avcSequenceHeader: Head(0x17, 0x00, 0, 0, 0)
+        case .avcNALUnits(let isKeyframe, let compositionTime, _):
+            Head(isKeyframe ? 0x17 : 0x27, 0x01, UInt8(truncatingIfNeeded: compositionTime >> 16),
+                 UInt8(truncatingIfNeeded: compositionTime >> 8), UInt8(truncatingIfNeeded: compositionTime))
+        case .avcEndOfSequence: Head(0x17, 0x02, 0, 0, 0)
+        case .videoInfo: Head(0x57, 0x00)
+        case .aacSequenceHeader: Head(0xAF, 0x00)
+        case .aacRaw: Head(0xAF, 0x01)
+        }
+    }
+
+    /// The tag's data after its head (NAL units, a decoder configuration, an AAC frame).
+    public var body: [UInt8] {
+        switch self {
+        case .avcSequenceHeader(let record): record.bytes
+        case .avcNALUnits(_, _, let data), .aacRaw(let data): data
+        case .aacSequenceHeader(let config): config.bytes
+        case .avcEndOfSequence, .videoInfo: []
         }
     }
 }

@@ -1,3 +1,4 @@
+public import MediaCore
 public import NIOCore
 
 /// RTMP chunk stream id (the 6/14/22-bit id in a chunk's basic header).
@@ -50,6 +51,34 @@ public struct RTMPMessage: Sendable, Equatable {
     }
 
     public var type: MessageTypeID? { MessageTypeID(rawValue: typeID) }
+}
+
+/// An audio or video message whose payload is an FLV tag not yet written out. `ChunkEncoder`
+/// writes the tag's head and body straight into the chunk stream; `message` builds the payload
+/// for code that wants it as bytes.
+public struct FLVTagMessage: Sendable, Equatable {
+    public var kind: MediaKind
+    public var messageStreamID: MessageStreamID
+    public var timestamp: UInt32
+    public var chunkStreamID: ChunkStreamID
+    public var tag: FLVTag
+
+    public init(kind: MediaKind, messageStreamID: MessageStreamID, timestamp: UInt32, chunkStreamID: ChunkStreamID, tag: FLVTag) {
+        self.kind = kind
+        self.messageStreamID = messageStreamID
+        self.timestamp = timestamp
+        self.chunkStreamID = chunkStreamID
+        self.tag = tag
+    }
+
+    public var typeID: UInt8 { (kind == .video ? MessageTypeID.video : .audio).rawValue }
+
+    public var message: RTMPMessage {
+        var payload = ByteBuffer()
+        tag.encode(into: &payload)
+        return RTMPMessage(typeID: typeID, messageStreamID: messageStreamID, timestamp: timestamp,
+                           chunkStreamID: chunkStreamID, payload: payload)
+    }
 }
 
 /// User Control event types (RTMP 1.0 §7.1.7).

@@ -60,10 +60,10 @@ public struct PlaybackMuxer: Sendable {
         defer { description = newDescription }
         var messages: [RTMPMessage] = []
         if let video = newDescription.video, video != description?.video {
-            messages.append(media(.video, FLVTag.avcSequenceHeader(video.avcC), at: lastTimestamp))
+            messages.append(media(.video, FLVTag.avcSequenceHeader(video.avcC), at: lastTimestamp).message)
         }
         if let audio = newDescription.audio, audio != description?.audio {
-            messages.append(media(.audio, FLVTag.aacSequenceHeader(audio.config), at: lastTimestamp))
+            messages.append(media(.audio, FLVTag.aacSequenceHeader(audio.config), at: lastTimestamp).message)
         }
         return messages
     }
@@ -83,7 +83,7 @@ public struct PlaybackMuxer: Sendable {
     }
 
     /// The message for `packet`, or nil when this player does not get it.
-    public mutating func packet(_ packet: MediaPacket) -> RTMPMessage? {
+    public mutating func packet(_ packet: MediaPacket) -> FLVTagMessage? {
         guard !isPaused else { return nil }
         switch packet.kind {
         case .video:
@@ -109,11 +109,8 @@ public struct PlaybackMuxer: Sendable {
         return media(packet.kind, tag, at: time)
     }
 
-    private func media(_ kind: MediaKind, _ tag: FLVTag, at time: Int64) -> RTMPMessage {
-        var payload = ByteBuffer()
-        tag.encode(into: &payload)
-        return RTMPMessage(type: kind == .video ? .video : .audio, messageStreamID: messageStreamID,
-                           timestamp: UInt32(truncatingIfNeeded: time),
-                           chunkStreamID: kind == .video ? Self.videoChunkStream : Self.audioChunkStream, payload: payload)
+    private func media(_ kind: MediaKind, _ tag: FLVTag, at time: Int64) -> FLVTagMessage {
+        FLVTagMessage(kind: kind, messageStreamID: messageStreamID, timestamp: UInt32(truncatingIfNeeded: time),
+                      chunkStreamID: kind == .video ? Self.videoChunkStream : Self.audioChunkStream, tag: tag)
     }
 }

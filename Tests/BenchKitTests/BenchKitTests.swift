@@ -96,6 +96,15 @@ struct BenchKitTests {
         #expect(Report.markdown([estuary, nginx], machine: "m", date: "d").contains("FALL SHORT"))
         estuary.valid = false
         #expect(Report.markdown([estuary, nginx], machine: "m", date: "d").contains("invalid run"))
+        estuary.valid = true
+        // A busy reader lowers the server's CPU: on nginx-rtmp's side a PASS still stands, nothing else does.
+        nginx.readerBusy = true
+        #expect(Report.result(estuary, nginx, pass: true) == "PASS (ratio an upper bound: generator busy reading nginx-rtmp)")
+        #expect(Report.result(estuary, nginx, pass: false) == "invalid run")
+        nginx.readerBusy = false
+        estuary.readerBusy = true
+        #expect(Report.result(estuary, nginx, pass: true) == "invalid run")
+        #expect(Report.markdown([estuary, nginx], machine: "m", date: "d").contains("FALL SHORT") == false)
     }
 
     @Test("an HLS viewer starts at the live edge, fetches each new segment once, reloads as RFC 8216 says, counts what slid away")

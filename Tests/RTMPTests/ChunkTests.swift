@@ -1,3 +1,4 @@
+import MediaCore
 import NIOCore
 import Testing
 
@@ -166,6 +167,35 @@ struct ChunkTests {
         // After the first message on each chunk stream a 12-byte header is at most 8 (type 1), mostly 4 or 1.
         #expect(plainBytes.readableBytes - compressedBytes.readableBytes >= 4 * (messages.count - 2),
                 "\(plainBytes.readableBytes) → \(compressedBytes.readableBytes)")
+    }
+
+    @Test("an FLV tag message is written as the same bytes as its payload built first", arguments: [1, 2, 3, 5, 6, 7, 128, 4096])
+    func encodesTagsInPlace(chunkSize: Int) {
+        // Every tag kind (2- and 5-byte heads, empty bodies), twice over so headers compress, and
+        // one time past 0xFFFFFF so continuations repeat the extended field; chunk boundaries fall
+        // inside the head, at its end and inside the body.
+        let big = FLVTag.avcNALUnits(isKeyframe: true, compositionTime: -33, data: (0..<300).map { UInt8(truncatingIfNeeded: $0) })
+        let tags = FLVTagTests.cases.map(\.tag) + [big] + FLVTagTests.cases.map(\.tag) + [big]
+        for compression in [ChunkEncoder.HeaderCompression.none, .all] {
+            var inPlace = ChunkEncoder(headerCompression: compression)
+            var built = ChunkEncoder(headerCompression: compression)
+            inPlace.setChunkSize(chunkSize)
+            built.setChunkSize(chunkSize)
+            var inPlaceBytes = ByteBuffer()
+            var builtBytes = ByteBuffer()
+            for (index, tag) in tags.enumerated() {
+                let kind: MediaKind = switch tag {
+                case .aacRaw, .aacSequenceHeader: .audio
+                default: .video
+                }
+                let time = index == tags.count - 1 ? UInt32(0x0100_0000) : UInt32(index * 40)
+                let message = FLVTagMessage(kind: kind, messageStreamID: 1, timestamp: time,
+                                            chunkStreamID: kind == .video ? 7 : 6, tag: tag)
+                inPlace.encode(message, into: &inPlaceBytes)
+                built.encode(message.message, into: &builtBytes)
+            }
+            #expect(inPlaceBytes == builtBytes, "chunk size \(chunkSize), \(compression)")
+        }
     }
 
     @Test("Set Chunk Size applies to the chunks that follow it")

@@ -70,7 +70,7 @@ struct ClientSessionPlayTests {
             MediaPacket(kind: .audio, dts: 5010, pts: 5010, isKeyframe: true, data: [4, 5, 6]),
             MediaPacket(kind: .video, dts: 5033, pts: 5033, isKeyframe: false, data: [9, 9]),
         ] {
-            messages += [muxer.packet(packet)].compactMap { $0 }
+            messages += [muxer.packet(packet)?.message].compactMap { $0 }
         }
         link.clientEvents = []
         try link.serverSends(messages)

@@ -188,7 +188,7 @@ struct PlaybackMuxerTests {
     /// What the muxer sends for `packets`: "V"/"K" (video, keyframe) or "A", with the player's timestamp.
     static func sent(_ muxer: inout PlaybackMuxer, _ packets: [MediaPacket]) -> [String] {
         packets.compactMap { packet in
-            muxer.packet(packet).map { message in
+            (muxer.packet(packet)?.message).map { message in
                 let kind = message.type == .audio ? "A" : message.payload.getInteger(at: 0, as: UInt8.self) == 0x17 ? "K" : "V"
                 return "\(kind)\(message.timestamp)"
             }
