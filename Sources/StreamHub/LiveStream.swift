@@ -66,6 +66,10 @@ public final class LiveStream: Sendable {
     public var metadata: StreamMetadata? { state.withLock { $0.metadata } }
     public var statistics: Statistics {
         state.withLock { state in
+            // A consumer whose task was cancelled finished its subscription without taking this
+            // lock (see `StreamSubscription.next()`); it is dropped here as on the next event.
+            // Same lock order as `send`: the stream's, then the subscription's.
+            state.subscribers = state.subscribers.filter { !$0.value.isFinished }
             var statistics = state.statistics
             statistics.subscribers = state.subscribers.count
             return statistics

@@ -184,6 +184,9 @@ public final class StreamSubscription: AsyncSequence, Sendable {
         }
     }
 
+    /// Ended: by the stream, by `cancel()`, or by its consumer's task being cancelled.
+    var isFinished: Bool { state.withLock { $0.finished } }
+
     /// Events waiting to be taken.
     public var queuedCount: Int { state.withLock { $0.count } }
 

@@ -160,6 +160,18 @@ struct StreamHubTests {
         await publisher.finish()
     }
 
+    @Test("a consumer's task cancelled while no media flows stops counting as a subscriber at once")
+    func cancelWhileIdle() async throws {
+        let hub = StreamHub()
+        let publisher = try await hub.startPublishing(channel: "c", app: "live")
+        let subscription = publisher.stream.subscribe()
+        let consumer = Task { await subscription.next() }
+        consumer.cancel()
+        #expect(await consumer.value == nil)
+        #expect(publisher.stream.statistics.subscribers == 0)
+        await publisher.finish()
+    }
+
     @Test("open mode takes the stream name as channel; keys map to channels; bad names are refused")
     func staticKeys() async {
         let open = StaticKeyAuthorizer(channelsByKey: [:])
