@@ -17,6 +17,9 @@ public final class LoadStatistics: Sendable {
         public var lags: [Int64] = []
         /// Gaps of more than a second between a player's media messages.
         public var stalls = 0
+        /// Audio and video payload bytes the players received after warm-up: a server that drops
+        /// frames to keep up shows here, not in its CPU.
+        public var mediaBytes: UInt64 = 0
     }
 
     private let state = Mutex(Snapshot())
@@ -33,6 +36,7 @@ public final class LoadStatistics: Sendable {
         state.withLock {
             $0.lags.removeAll(keepingCapacity: true)
             $0.stalls = 0
+            $0.mediaBytes = 0
             $0.maxPublisherLateness = 0
         }
         measuringFlag.store(true, ordering: .releasing)
@@ -79,6 +83,7 @@ final class LoadConnection: ChannelInboundHandler, @unchecked Sendable {
     /// be the generator's own cost, not the server's.
     private var lags: [Int64] = []
     private var stalls = 0
+    private var mediaBytes: UInt64 = 0
 
     init(role: Role, url: RTMPTarget, statistics: LoadStatistics) {
         self.role = role
@@ -102,6 +107,7 @@ final class LoadConnection: ChannelInboundHandler, @unchecked Sendable {
                 if lastArrival != nil { $0.playing -= 1 }
                 $0.lags.append(contentsOf: lags)
                 $0.stalls += stalls
+                $0.mediaBytes += mediaBytes
             }
         }
     }
@@ -218,6 +224,7 @@ final class LoadConnection: ChannelInboundHandler, @unchecked Sendable {
         guard statistics.measuring else { return }
         lags.append(offset - best)
         if gap > 1000 { stalls += 1 }
+        mediaBytes += UInt64(message.payload.readableBytes)
     }
 }
 

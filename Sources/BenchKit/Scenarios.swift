@@ -133,6 +133,9 @@ public struct BenchRunner: Sendable {
             measurement.notes.append("players received nothing")
         }
         measurement.figures["stalls"] = Double(snapshot.stalls)
+        // What each player received, against the publisher's bitrate: dropped frames show here.
+        measurement.figures["player_kbps"] = Double(snapshot.mediaBytes) * 8 / 1000 / Double(players) / (settings.measure.milliseconds / 1000)
+        measurement.figures["source_kbps"] = source.bitrate / 1000
         return measurement
     }
 
