@@ -30,15 +30,10 @@ public final class LoadStatistics: Sendable {
     public init() {}
 
     /// Players hand in what they measured when they close (`RTMPLoad.stop()`), so a snapshot has
-    /// their lags only after that.
+    /// their lags, stalls and bytes only after that (they count nothing before `startMeasuring`).
     public var snapshot: Snapshot { state.withLock { $0 } }
     public func startMeasuring() {
-        state.withLock {
-            $0.lags.removeAll(keepingCapacity: true)
-            $0.stalls = 0
-            $0.mediaBytes = 0
-            $0.maxPublisherLateness = 0
-        }
+        state.withLock { $0.maxPublisherLateness = 0 }
         measuringFlag.store(true, ordering: .releasing)
     }
 

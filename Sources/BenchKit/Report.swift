@@ -9,10 +9,8 @@ public enum Report {
                      "| --- | --- | --- | ---: | ---: | ---: | --- | --- |"]
         for m in measurements {
             let figures = m.figures.sorted { $0.key < $1.key }.map { "\($0.key)=\(format($0.value))" }.joined(separator: " ")
-            let valid = !m.valid ? "NO: " + m.notes.joined(separator: "; ")
-                : m.readerBusy ? "yes, a lower bound: " + m.notes.joined(separator: "; ") : "yes"
             lines.append("| \(m.scenario) | \(m.size) | \(m.server.rawValue) | \(format(m.cpuPercent)) | "
-                         + "\(m.cpuPerUnit.map(format) ?? "–") | \(megabytes(m.peakResidentBytes)) | \(figures) | \(valid) |")
+                         + "\(m.cpuPerUnit.map(format) ?? "–") | \(megabytes(m.peakResidentBytes)) | \(figures) | \(m.validity) |")
         }
         lines += ["", "| scenario | size | measure | Estuary / nginx-rtmp | bar | result |", "| --- | --- | --- | ---: | --- | --- |"]
         for (estuary, nginx) in pairs(measurements) {

@@ -18,6 +18,11 @@ public struct ServerRun: Sendable {
     /// nginx-rtmp at M = 500 fell from 43 % to 24 % of a core when perf slowed the generator.)
     public var readerBusy = false
     public var notes: [String] = []
+    /// Whether the run counts, and why not or with what proviso.
+    public var validity: String {
+        !valid ? "NO: " + notes.joined(separator: "; ")
+            : readerBusy ? "yes, a lower bound: " + notes.joined(separator: "; ") : "yes"
+    }
     /// Scenario-specific numbers (lag, req/s, ms to first playlist …), by name.
     public var figures: [String: Double] = [:]
 }

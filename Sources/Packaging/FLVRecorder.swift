@@ -183,19 +183,7 @@ public final class FLVRecorder: MediaRecorder {
     /// When a write fails part way (the disk is full), the file is cut back to its last whole tag,
     /// so it stays well-formed and the space goes back to the disk.
     private func append(_ bytes: [UInt8]) throws(RecordingError) {
-        let failure: Int32? = bytes.withUnsafeBytes { buffer in
-            var offset = 0
-            while offset < buffer.count {
-                let count = systemWrite(descriptor, buffer.baseAddress! + offset, buffer.count - offset)
-                if count < 0 {
-                    if errno == EINTR { continue }
-                    return errno
-                }
-                offset += count
-            }
-            return nil
-        }
-        if let failure {
+        if let failure = bytes.withUnsafeBytes({ writeAll(descriptor, $0) }) {
             _ = ftruncate(descriptor, off_t(written))
             _ = lseek(descriptor, off_t(written), SEEK_SET)
             throw .ioFailed(path: path, operation: "writing", errno: failure)
@@ -270,9 +258,4 @@ public final class FLVRecorder: MediaRecorder {
     private static func bigEndian<T: FixedWidthInteger>(_ value: T) -> [UInt8] {
         (0..<T.bitWidth / 8).reversed().map { UInt8(truncatingIfNeeded: value >> ($0 * 8)) }
     }
-}
-
-/// `write(2)`, under a name the recorder's own `write` does not shadow.
-private func systemWrite(_ descriptor: Int32, _ bytes: UnsafeRawPointer, _ count: Int) -> Int {
-    write(descriptor, bytes, count)
 }

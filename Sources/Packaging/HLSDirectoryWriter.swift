@@ -1,9 +1,6 @@
 import Foundation
 import Logging
 import NIOCore
-#if canImport(Glibc)
-import Glibc
-#endif
 
 /// Writes a channel's segments and playlist to disk as nginx-rtmp's `hls_nested`
 /// layout does: `<root>/<channel>/index.m3u8` and `<root>/<channel>/<n>.ts`.
@@ -61,16 +58,9 @@ struct HLSDirectoryWriter {
             descriptor = open(file, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
         }
         guard descriptor >= 0 else { throw DiskError(operation: "open", path: file, code: errno) }
-        var written = 0
-        while written < bytes.count {
-            let count = Glibc.write(descriptor, bytes.baseAddress! + written, bytes.count - written)
-            if count < 0, errno == EINTR { continue }
-            guard count > 0 else {
-                let code = count < 0 ? errno : ENOSPC
-                close(descriptor)
-                throw DiskError(operation: "write", path: file, code: code)
-            }
-            written += count
+        if let code = writeAll(descriptor, bytes) {
+            close(descriptor)
+            throw DiskError(operation: "write", path: file, code: code)
         }
         guard close(descriptor) == 0 else { throw DiskError(operation: "close", path: file, code: errno) }
     }
@@ -91,5 +81,5 @@ struct DiskError: Error, CustomStringConvertible {
     let path: String
     let code: Int32
 
-    var description: String { "\(operation) \(path): \(String(cString: strerror(code)))" }
+    var description: String { "\(operation) \(path): \(systemErrorText(code))" }
 }

@@ -57,9 +57,9 @@ public enum RecordingError: Error, CustomStringConvertible, Equatable, Sendable 
 
     public var description: String {
         switch self {
-        case .cannotCreateDirectory(let path, let code): "cannot create directory \(path): \(Self.message(for: code))"
-        case .cannotOpen(let path, let code): "cannot open \(path) for writing: \(Self.message(for: code))"
-        case .ioFailed(let path, let operation, let code): "\(operation) \(path) failed: \(Self.message(for: code))"
+        case .cannotCreateDirectory(let path, let code): "cannot create directory \(path): \(systemErrorText(code))"
+        case .cannotOpen(let path, let code): "cannot open \(path) for writing: \(systemErrorText(code))"
+        case .ioFailed(let path, let operation, let code): "\(operation) \(path) failed: \(systemErrorText(code))"
         case .libav(let error): error.description
         case .noTracks(let path): "cannot record \(path): the stream has neither video nor audio"
         case .invalidDescription(let reason): "cannot record this stream: \(reason)"
@@ -72,12 +72,6 @@ public enum RecordingError: Error, CustomStringConvertible, Equatable, Sendable 
     public var isFatal: Bool {
         if case .invalidPacket = self { return false }
         return true
-    }
-
-    /// The C library's text for an `errno` value.
-    static func message(for code: Int32) -> String {
-        guard let text = strerror(code) else { return "error \(code)" }
-        return String(cString: text)
     }
 }
 

@@ -70,8 +70,7 @@ public struct ChunkEncoder: Sendable {
     /// A media message written straight from its FLV tag's parts: no payload buffer is built
     /// first, so a player's media costs one copy, not two.
     public mutating func encode(_ message: FLVTagMessage, into out: inout ByteBuffer) {
-        let body = message.tag.body
-        let payload = TagPayload(head: message.tag.head, body: body)
+        let payload = TagPayload(head: message.tag.head, body: message.tag.body)
         encode(MessageHeader(typeID: message.typeID, messageStreamID: message.messageStreamID, timestamp: message.timestamp,
                              chunkStreamID: message.chunkStreamID, length: payload.count),
                payload, into: &out)

@@ -71,8 +71,7 @@ struct EstuaryBench: AsyncParsableCommand {
         func report(_ measurement: ServerRun) {
             print("  \(measurement.scenario) \(measurement.size) \(measurement.server.rawValue): "
                   + "CPU \(String(format: "%.1f", measurement.cpuPercent))%"
-                  + (!measurement.valid ? " INVALID: \(measurement.notes.joined(separator: "; "))"
-                     : measurement.readerBusy ? " (a lower bound: \(measurement.notes.joined(separator: "; ")))" : ""))
+                  + (measurement.valid && !measurement.readerBusy ? "" : "; valid: \(measurement.validity)"))
             results.append(measurement)
         }
         /// One server after the other, twice, in the order A B B A, each server's two runs averaged:
